@@ -1,0 +1,143 @@
+# Copyright 2026 The TokenOCR for Transformers authors.
+# Licensed under the MIT License.
+"""Processor for TokenOCR: tiles images, tokenises queries with the original rule, stitches similarity maps."""
+
+import numpy as np
+import torch
+from transformers.processing_utils import ProcessorMixin
+from transformers.tokenization_utils_base import BatchEncoding
+
+
+# The characters after which the original quick start does NOT prepend a space to a query. This is its literal
+# list: ASCII punctuation and digits, except that '[', '\\', ']' and '`' are missing from it.
+NO_SPACE_PREFIX_CHARACTERS = frozenset("!\"#$%&'()*+,-./0123456789:;<=>?@^_{|}~")
+
+
+def prepare_query(query: str) -> str:
+    """
+    The text the original TokenOCR tokenises for `query`: the query itself when it starts with an ASCII
+    punctuation mark or digit from the original's list, otherwise `" " + query`.
+
+    Raises:
+        TypeError: `query` is not a string.
+        ValueError: `query` is empty or whitespace only.
+    """
+    if not isinstance(query, str):
+        raise TypeError(f"A query must be a string, got {type(query).__name__}.")
+    if not query.strip():
+        raise ValueError(f"A query must contain at least one non-whitespace character, got {query!r}.")
+    return query if query[0] in NO_SPACE_PREFIX_CHARACTERS else " " + query
+
+
+def stitch_tiles(tile_maps: torch.Tensor, grid_cols_rows) -> torch.Tensor:
+    r"""
+    Place per-tile maps of one image back on its grid, as the original's `make_grid(nrow=cols, padding=0)` does.
+
+    Args:
+        tile_maps (`torch.Tensor` of shape `(..., num_tiles, num_locations)`):
+            Maps over each tile's square feature grid (row-major), grid tiles first in row-major order; tiles
+            past `cols * rows` (the thumbnail) are left out.
+        grid_cols_rows (`(int, int)`): the image's grid as (columns, rows).
+
+    Returns:
+        `torch.Tensor` of shape `(..., rows * side, cols * side)`, `side = sqrt(num_locations)`.
+    """
+    cols, rows = (int(v) for v in grid_cols_rows)
+    side = int(round(tile_maps.shape[-1] ** 0.5))
+    if side * side != tile_maps.shape[-1]:
+        raise ValueError(f"Tiles have {tile_maps.shape[-1]} locations, which is not a square number.")
+    if tile_maps.shape[-2] < cols * rows:
+        raise ValueError(f"A {cols}x{rows} grid needs {cols * rows} tiles, got {tile_maps.shape[-2]}.")
+    leading = tile_maps.shape[:-2]
+    grid = tile_maps[..., : cols * rows, :].reshape(*leading, rows, cols, side, side)
+    grid = grid.movedim(-3, -2)  # (..., rows, side, cols, side)
+    return grid.reshape(*leading, rows * side, cols * side)
+
+
+class TokenOCRProcessor(ProcessorMixin):
+    r"""
+    Wraps a [`TokenOCRImageProcessor`] and a fast InternLM2 tokenizer (SentencePiece BPE with byte fallback).
+
+    - `processor(text=query)` gives the query ids the original feeds its embedding table: the query rule of
+      [`prepare_query`], tokenised without BOS.
+    - `processor(images=...)` tiles images and reports each image's grid, tile count and size.
+    - [`~TokenOCRProcessor.post_process_similarity`] stitches per-tile similarities into one map per query token.
+
+    Args:
+        image_processor ([`TokenOCRImageProcessor`]): the image processor.
+        tokenizer ([`PreTrainedTokenizerFast`]): the tokenizer.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    def __call__(self, images=None, text=None, return_tensors=None, **kwargs) -> BatchEncoding:
+        r"""
+        Args:
+            images: an image (path, URL, PIL image, numpy array, torch tensor) or a list of images.
+            text (`str` or `list[str]`): one query or several; several are padded with the tokenizer's pad id.
+            return_tensors (`str`, *optional*): `"pt"` or `"np"`.
+            kwargs: passed to the image processor (`min_tiles`, `max_tiles`, `use_thumbnail`).
+
+        Returns:
+            [`BatchEncoding`] with `input_ids` and `attention_mask` when `text` is given, and `pixel_values`,
+            `grid_cols_rows`, `num_tiles`, `image_sizes` when `images` is given.
+        """
+        if images is None and text is None:
+            raise ValueError("TokenOCRProcessor needs images, text or both.")
+        data = {}
+        if text is not None:
+            if isinstance(text, (list, tuple)):
+                if not text:
+                    raise ValueError("The list of queries is empty.")
+                prepared = [prepare_query(query) for query in text]
+                encoded = self.tokenizer(
+                    prepared, add_special_tokens=False, padding=True, return_tensors=return_tensors
+                )
+            else:
+                encoded = self.tokenizer(prepare_query(text), add_special_tokens=False, return_tensors=return_tensors)
+            data.update({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+        if images is not None:
+            data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
+        return BatchEncoding(data=data, tensor_type=return_tensors)
+
+    def query_tokens(self, input_ids) -> list[str]:
+        """The text of each query token, as the original shows it (`tokenizer.decode` of each id alone)."""
+        if isinstance(input_ids, torch.Tensor):
+            input_ids = input_ids.tolist()
+        return [self.tokenizer.decode([int(token_id)]) for token_id in input_ids]
+
+    def post_process_similarity(self, similarity, grid_cols_rows, num_tiles=None) -> list[torch.Tensor]:
+        r"""
+        Stitch per-tile similarities onto each image's grid (thumbnails left out).
+
+        Args:
+            similarity (`torch.Tensor` of shape `(..., total_tiles, num_locations)`):
+                e.g. [`TokenOCROutput.similarity`] `(batch_size, sequence_length, total_tiles, num_locations)`.
+            grid_cols_rows (`(num_images, 2)`): each image's grid as (columns, rows), from the processor.
+            num_tiles (`(num_images,)`, *optional*): tiles per image, from the processor; may be left out for a
+                single image.
+
+        Returns:
+            `list[torch.Tensor]`: per image, a tensor of shape `(..., rows * side, cols * side)` with one map per
+            query token, `side = sqrt(num_locations)`.
+        """
+        grids = np.asarray(grid_cols_rows.tolist() if hasattr(grid_cols_rows, "tolist") else grid_cols_rows)
+        grids = grids.reshape(-1, 2)
+        if num_tiles is None:
+            if len(grids) != 1:
+                raise ValueError("num_tiles is needed to split the tiles of several images.")
+            num_tiles = [similarity.shape[-2]]
+        num_tiles = [int(n) for n in (num_tiles.tolist() if hasattr(num_tiles, "tolist") else num_tiles)]
+        if len(num_tiles) != len(grids):
+            raise ValueError(f"Got {len(grids)} grids but {len(num_tiles)} tile counts.")
+        if sum(num_tiles) != similarity.shape[-2]:
+            raise ValueError(f"The tile counts add up to {sum(num_tiles)}, but similarity has {similarity.shape[-2]} tiles.")
+        maps, start = [], 0
+        for grid, count in zip(grids, num_tiles):
+            maps.append(stitch_tiles(similarity[..., start : start + count, :], grid))
+            start += count
+        return maps
+
+
+__all__ = ["TokenOCRProcessor", "prepare_query", "stitch_tiles"]

@@ -1,0 +1,146 @@
+"""TokenOCRImageProcessor against the original tiles, and its handling of every kind of input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tokenocr import TokenOCRImageProcessor
+
+
+def make_processor(case):
+    return TokenOCRImageProcessor(size=case.manifest["tile_size"])
+
+
+def test_tiles_equal_original(case):
+    processor = make_processor(case)
+    for image in case.images:
+        expected = case.expected(image)
+        out = processor(str(case.image_path(image)), return_tensors="pt")
+        assert out["pixel_values"].shape == expected["pixel_values"].shape, image
+        np.testing.assert_allclose(out["pixel_values"].numpy(), expected["pixel_values"], atol=1e-5, rtol=0)
+        assert out["grid_cols_rows"][0].tolist() == expected["grid_cols_rows"].tolist()
+        assert out["num_tiles"].tolist() == [case.manifest["images"][image]["num_tiles"]]
+        with Image.open(case.image_path(image)) as pil:
+            assert out["image_sizes"][0].tolist() == [pil.height, pil.width]
+
+
+def test_rgba_alpha_is_dropped_not_composited(case):
+    """The original's convert("RGB") keeps the colours under transparent pixels; compositing would not."""
+    processor = make_processor(case)
+    expected = case.expected("rgba_label.png")["pixel_values"]
+    with Image.open(case.image_path("rgba_label.png")) as pil:
+        assert pil.mode == "RGBA"
+        composited = Image.alpha_composite(Image.new("RGBA", pil.size, "white"), pil)
+    ours = processor(str(case.image_path("rgba_label.png")))["pixel_values"]
+    theirs = processor(composited)["pixel_values"]
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    assert np.abs(theirs - expected).max() > 1e-2
+
+
+def test_batch_of_different_sizes_concatenates_per_image_results(case):
+    processor = make_processor(case)
+    paths = [str(case.image_path(image)) for image in case.images]
+    batch = processor(paths, return_tensors="pt")
+    expected = np.concatenate([case.expected(image)["pixel_values"] for image in case.images])
+    np.testing.assert_allclose(batch["pixel_values"].numpy(), expected, atol=1e-5, rtol=0)
+    assert batch["num_tiles"].tolist() == [case.manifest["images"][i]["num_tiles"] for i in case.images]
+    assert batch["grid_cols_rows"].tolist() == [case.manifest["images"][i]["grid_cols_rows"] for i in case.images]
+
+
+def test_numpy_and_torch_inputs_match_pil(case):
+    processor = make_processor(case)
+    with Image.open(case.image_path("doc_wide.png")) as pil:
+        rgb = np.asarray(pil.convert("RGB"))
+    expected = case.expected("doc_wide.png")["pixel_values"]
+    inputs = {
+        "uint8 HWC": rgb,
+        "uint8 CHW": rgb.transpose(2, 0, 1).copy(),
+        "float HWC in [0, 1]": rgb.astype(np.float32) / 255.0,
+        "torch uint8 CHW": torch.from_numpy(rgb.transpose(2, 0, 1).copy()),
+    }
+    for label, image in inputs.items():
+        out = processor(image)["pixel_values"]
+        np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0, err_msg=label)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "CMYK", "RGBA", "1"])
+def test_colour_modes_follow_pil_convert_rgb(mode):
+    processor = TokenOCRImageProcessor(size=28)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 90, 3), dtype=np.uint8))
+    image = rgb.convert(mode)
+    out = processor(image)["pixel_values"]
+    reference = processor(image.convert("RGB"))["pixel_values"]
+    np.testing.assert_array_equal(out, reference)
+    assert out.shape[1] == 3
+
+
+def test_sixteen_bit_images_are_rescaled_not_clipped():
+    processor = TokenOCRImageProcessor(size=28)
+    ramp = np.tile(np.linspace(0, 65535, 56).astype(np.uint16), (28, 1))
+    as_pil = Image.fromarray(ramp)
+    assert as_pil.mode.startswith("I;16")
+    eight_bit = Image.fromarray(np.round(ramp / 257.0).astype(np.uint8)).convert("RGB")
+    expected = processor(eight_bit)["pixel_values"]
+    np.testing.assert_allclose(processor(as_pil)["pixel_values"], expected, atol=1e-6)
+    np.testing.assert_allclose(processor(ramp)["pixel_values"], expected, atol=1e-6)
+    np.testing.assert_allclose(processor(as_pil.convert("I"))["pixel_values"], expected, atol=1e-6)
+
+
+def test_thumbnail_can_be_turned_off(case):
+    processor = make_processor(case)
+    expected = case.expected("doc_wide.png")["pixel_values"]
+    out = processor(str(case.image_path("doc_wide.png")), use_thumbnail=False)
+    assert out["num_tiles"].tolist() == [len(expected) - 1]
+    np.testing.assert_allclose(out["pixel_values"], expected[:-1], atol=1e-5, rtol=0)
+
+
+def test_max_tiles_limits_the_grid(case):
+    out = make_processor(case)(str(case.image_path("doc_tall.png")), max_tiles=4)
+    cols, rows = out["grid_cols_rows"][0].tolist()
+    assert cols * rows <= 4
+    assert out["num_tiles"].tolist() == [cols * rows + (1 if cols * rows > 1 else 0)]
+
+
+def test_zero_size_image_is_a_clear_error():
+    processor = TokenOCRImageProcessor(size=28)
+    with pytest.raises(ValueError, match="zero size"):
+        processor(np.zeros((0, 10, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="zero size"):
+        processor(Image.new("RGB", (0, 5)))
+
+
+def test_unreadable_and_missing_files_are_named(tmp_path):
+    processor = TokenOCRImageProcessor(size=28)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    with pytest.raises(ValueError, match="corrupt.png"):
+        processor(str(corrupt))
+    good = Image.new("RGB", (64, 64), "white")
+    good.save(tmp_path / "good.png")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((tmp_path / "good.png").read_bytes()[:60])
+    with pytest.raises(ValueError, match="truncated.png"):
+        processor(str(truncated))
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        processor(str(tmp_path / "missing.png"))
+
+
+def test_bad_arguments_are_errors():
+    with pytest.raises(ValueError, match="min_tiles"):
+        TokenOCRImageProcessor(min_tiles=3, max_tiles=2)
+    processor = TokenOCRImageProcessor(size=28)
+    with pytest.raises(ValueError, match="No image"):
+        processor([])
+    with pytest.raises(TypeError, match="expected a path"):
+        processor(12345)
+
+
+def test_save_and_load_round_trip(tmp_path, case):
+    processor = TokenOCRImageProcessor(size=case.manifest["tile_size"], max_tiles=6, use_thumbnail=False)
+    processor.save_pretrained(tmp_path)
+    again = TokenOCRImageProcessor.from_pretrained(tmp_path)
+    assert (again.size, again.max_tiles, again.use_thumbnail) == (processor.size, 6, False)
+    image = str(case.image_path("doc_tall.png"))
+    np.testing.assert_array_equal(again(image)["pixel_values"], processor(image)["pixel_values"])
