@@ -27,6 +27,11 @@ SKIPPED_PREFIXES = ("language_model.", "mlp1.")
 EMBEDDING_KEYS = ("tok_embeddings.weight", "language_model.model.tok_embeddings.weight")
 
 # Defaults of the original InternVisionConfig, for keys an original config.json leaves out.
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
 _ORIGINAL_VISION_DEFAULTS = {
     "num_channels": 3,
     "patch_size": 14,
@@ -122,20 +127,6 @@ def original_name(name: str) -> str:
     return name
 
 
-def convert_tensor(key: str, tensor: torch.Tensor, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """The TokenOCR tensors made from one original tensor (renamed, `qkv` split, cast to `dtype`)."""
-    names = rename_key(key)
-    if names is None:
-        raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
-    if dtype is not None and tensor.is_floating_point():
-        tensor = tensor.to(dtype)
-    if len(names) == 1:
-        return {names[0]: tensor}
-    if tensor.shape[0] % 3:
-        raise CheckpointError(f"tensor '{key}' has {tensor.shape[0]} rows, which do not split into q, k and v")
-    return dict(zip(names, tensor.chunk(3, dim=0)))
-
-
 class OriginalCheckpoint:
     """
     Lazy view of an original checkpoint folder: its config and where each tensor lives. Tensors are only read
@@ -169,7 +160,8 @@ class OriginalCheckpoint:
                     weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
                 except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as error:
                     raise CheckpointError(f"'{index_file}' is not a valid weight index: {error}") from error
-                for shard in sorted(set(weight_map.values())):
+                # Only shards holding tensors TokenOCR keeps must be present; the rest are never opened.
+                for shard in sorted({shard for key, shard in weight_map.items() if not is_skipped(key)}):
                     if not (self.path / shard).is_file():
                         raise CheckpointError(f"weight shard '{shard}' listed in {index_name} is missing")
                 return {key: self.path / shard for key, shard in weight_map.items()}
@@ -210,14 +202,20 @@ class OriginalCheckpoint:
         """The weight files holding at least one kept tensor, in order."""
         return sorted({self.weight_map[key] for key in self.kept_keys()})
 
-    def iter_tensors(self, keys=None) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield `(original_name, tensor)` for `keys` (default: the kept ones), one weight file at a time."""
+    def read_order(self, keys=None) -> list[str]:
+        """`keys` (default: the kept ones) in the order they are read: by weight file, then by name."""
         wanted = set(self.kept_keys() if keys is None else keys)
+        return sorted(wanted, key=lambda key: (self.weight_map[key], key))
+
+    def iter_tensors(self, keys=None) -> Iterator[tuple[str, torch.Tensor]]:
+        """
+        Yield `(original_name, tensor)` for `keys` (default: the kept ones) in `read_order`, one weight file at a
+        time. Tensors from `.bin` files may be memory-mapped views: copy them to keep them past the next file.
+        """
         by_file: dict[Path, list[str]] = {}
-        for key in wanted:
+        for key in self.read_order(keys):
             by_file.setdefault(self.weight_map[key], []).append(key)
-        for file in sorted(by_file):
-            names = sorted(by_file[file])
+        for file, names in by_file.items():
             if file.suffix == ".safetensors":
                 try:
                     with safe_open(file, framework="pt") as handle:
@@ -235,16 +233,12 @@ class OriginalCheckpoint:
                 for name in names:
                     if name not in state:
                         raise CheckpointError(f"tensor '{name}' is missing from '{file.name}'")
-                    try:
-                        tensor = state[name].clone() if state[name].device.type == "cpu" else state[name]
-                    except Exception as error:  # noqa: BLE001 - a truncated mmap shows up on first touch
-                        raise CheckpointError(f"cannot read tensor '{name}' from '{file.name}': {error}") from error
-                    yield name, tensor
+                    yield name, state[name]  # memory-mapped where the format allows: read when touched
                 del state
 
-    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shapes of the kept tensors, read from headers (safetensors) or memory maps (.bin)."""
-        shapes = {}
+    def tensor_info(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """`(shape, dtype)` of each kept tensor, from file headers (safetensors) or memory maps (.bin)."""
+        info = {}
         kept = set(self.kept_keys())
         for file in self.shards_needed():
             if file.suffix == ".safetensors":
@@ -252,23 +246,26 @@ class OriginalCheckpoint:
                     with safe_open(file, framework="pt") as handle:
                         for name in handle.keys():
                             if name in kept:
-                                shapes[name] = tuple(handle.get_slice(name).get_shape())
+                                piece = handle.get_slice(name)
+                                info[name] = (tuple(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
                 except Exception as error:  # noqa: BLE001
                     raise CheckpointError(f"cannot read weight file '{file.name}': {error}") from error
             else:
                 state = self._open_bin(file)
-                shapes.update({name: tuple(t.shape) for name, t in state.items() if name in kept})
+                for name, tensor in state.items():
+                    if name in kept:
+                        if not isinstance(tensor, torch.Tensor):
+                            raise CheckpointError(f"'{name}' in '{file.name}' is not a tensor")
+                        info[name] = (tuple(tensor.shape), tensor.dtype)
                 del state
         for name in kept:
-            if name not in shapes:
+            if name not in info:
                 raise CheckpointError(f"tensor '{name}' is missing from '{self.weight_map[name].name}'")
-        return shapes
+        return info
 
     def source_dtype(self) -> torch.dtype:
         """The floating dtype of the stored weights (that of the embedding table)."""
-        key = self.embedding_key()
-        for _, tensor in self.iter_tensors([key]):
-            return tensor.dtype
+        return self.tensor_info()[self.embedding_key()][1]
 
     def embedding_key(self) -> str:
         found = [key for key in EMBEDDING_KEYS if key in self.weight_map]
@@ -280,7 +277,7 @@ class OriginalCheckpoint:
 
     def tokenocr_config(self) -> TokenOCRConfig:
         """A `TokenOCRConfig` from config.json, with the widths read from the weights and checked against it."""
-        shapes = self.tensor_shapes()
+        shapes = {name: shape for name, (shape, _) in self.tensor_info().items()}
         original = self.config
         vision = {**_ORIGINAL_VISION_DEFAULTS, **(original.get("vision_config") or {})}
         table = self.embedding_key()
@@ -343,41 +340,66 @@ def expected_shapes(config: TokenOCRConfig) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
-def check_and_convert(
+def conversion_plan(
     checkpoint: OriginalCheckpoint, config: TokenOCRConfig, dtype: torch.dtype | None
-) -> Iterator[tuple[str, torch.Tensor]]:
+) -> list[tuple[str, list[tuple[str, tuple[int, ...], torch.dtype]]]]:
     """
-    Yield TokenOCR `(name, tensor)` pairs from the checkpoint, one weight file at a time, after checking that
-    every tensor TokenOCR needs is there with the right shape and that nothing unexpected is.
+    What converting the checkpoint produces, without reading any tensor data: for each original tensor in read
+    order, the TokenOCR `(name, shape, dtype)` it becomes. Checks that every tensor TokenOCR needs is there with
+    the right shape and that nothing unexpected is.
     """
     expected = expected_shapes(config)
-    shapes = checkpoint.tensor_shapes()
-    produced = {}
-    for key, shape in shapes.items():
+    info = checkpoint.tensor_info()
+    plan, produced = [], {}
+    for key in checkpoint.read_order():
+        shape, stored = info[key]
         names = rename_key(key)
         if names is None:
             raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
-        out_shape = (shape[0] // 3, *shape[1:]) if len(names) == 3 else shape
+        out_dtype = dtype if dtype is not None and stored.is_floating_point else stored
+        if len(names) == 3:
+            if not shape or shape[0] % 3:
+                raise CheckpointError(f"tensor '{key}' has shape {list(shape)}, which does not split into q, k and v")
+            shape = (shape[0] // 3, *shape[1:])
         for name in names:
-            produced[name] = (key, out_shape)
+            if name not in expected:
+                raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
+            want = expected[name]
+            if key in ("t_prime", "b") and shape in ((), (1,)):
+                shape = ()
+            if tuple(shape) != want:
+                original_shape = list(info[key][0])
+                raise CheckpointError(f"tensor '{key}' has shape {original_shape}, expected {list(want)}"
+                                      + (" per q/k/v block" if len(names) == 3 else ""))
+            produced[name] = key
+        plan.append((key, [(name, tuple(shape), out_dtype) for name in names]))
     missing = sorted({original_name(name) for name in set(expected) - set(produced)})
     if missing:
         listed = ", ".join(f"'{name}'" for name in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise CheckpointError(f"missing tensor(s) {listed}{more} in the checkpoint")
-    for name, (key, shape) in produced.items():
-        if name not in expected:
-            raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
-        want = expected[name]
-        if key in ("t_prime", "b") and shape in ((), (1,)):
-            continue
-        if tuple(shape) != want:
-            raise CheckpointError(f"tensor '{key}' has shape {list(shape)}, expected {list(want)}")
+    return plan
+
+
+def check_and_convert(
+    checkpoint: OriginalCheckpoint, config: TokenOCRConfig, dtype: torch.dtype | None, copy: bool = True
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """
+    Yield TokenOCR `(name, tensor)` pairs in `conversion_plan` order, one weight file at a time, after the plan's
+    checks. With `copy=False` a tensor may be a view of a memory-mapped file, valid until the next one is yielded.
+    """
+    plan = dict(conversion_plan(checkpoint, config, dtype))
     for key, tensor in checkpoint.iter_tensors():
-        for name, converted in convert_tensor(key, tensor, dtype).items():
-            if key in ("t_prime", "b"):
-                converted = converted.reshape(())
+        for (name, shape, out_dtype), converted in zip(plan[key], _split(key, tensor)):
+            try:
+                converted = converted.reshape(shape).to(out_dtype, copy=copy)
+            except Exception as error:  # noqa: BLE001 - a truncated memory map shows up on first touch
+                raise CheckpointError(f"cannot read tensor '{key}' from '{checkpoint.weight_map[key].name}': {error}") from error
             yield name, converted
+
+
+def _split(key: str, tensor: torch.Tensor) -> list[torch.Tensor]:
+    return list(tensor.chunk(3, dim=0)) if ".attn.qkv." in key else [tensor]
 
 
 def convert_tokenizer(path: str | os.PathLike):
