@@ -72,6 +72,8 @@ def test_converted_folder_contents(converted, case_name, dtype, capfd):
         "AutoConfig": "configuration_tokenocr.TokenOCRConfig",
         "AutoModel": "modeling_tokenocr.TokenOCRModel",
     }
+    assert config["custom_pipelines"]["token-similarity"]["impl"] == "pipeline_tokenocr.TokenSimilarityPipeline"
+    assert (folder / "pipeline_tokenocr.py").is_file()
     assert json.loads((folder / "preprocessor_config.json").read_text())["auto_map"]["AutoImageProcessor"] == (
         "image_processing_tokenocr.TokenOCRImageProcessor"
     )
@@ -144,6 +146,40 @@ def test_loads_offline_as_hub_repo_with_transformers_alone(converted, case_name,
     assert report["ids_equal"]
     assert report["features"] < 1e-4
     assert report["similarity"] < 1e-4
+
+
+_PIPELINE_AS_HUB_REPO = """
+import json
+import numpy as np
+from PIL import Image
+from transformers import pipeline
+
+repo, fixtures = sys.argv[1], sys.argv[2]
+manifest = json.load(open(f"{fixtures}/manifest.json"))
+finder = pipeline("token-similarity", model=repo, trust_remote_code=True)
+report = {"class": type(finder).__name__, "module": type(finder).__module__, "worst": 0.0, "sizes_ok": True}
+for image in manifest["images"]:
+    expected = np.load(f"{fixtures}/expected/{image[:-4]}.npz")
+    size = Image.open(f"{fixtures}/inputs/{image}").size
+    results = finder(f"{fixtures}/inputs/{image}", manifest["queries"])
+    for index, tokens in enumerate(results):
+        for token, reference in zip(tokens, expected[f"similarity_q{index}"]):
+            report["worst"] = max(report["worst"], float(np.abs(token["similarity"] - reference).max()))
+            report["sizes_ok"] &= token["heatmap"].size == size and token["mask"].shape == (size[1], size[0])
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("case_name", CASES)
+def test_pipeline_through_converted_folder(converted, case_name, tmp_path):
+    cache = tmp_path / "hub"
+    add_to_hub_cache(cache, "org/TokenOCR", converted(case_name, "float32"))
+    result = run_offline(_PIPELINE_AS_HUB_REPO, ["org/TokenOCR", FIXTURES / case_name], cache, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["class"] == "TokenSimilarityPipeline" and report["module"].startswith("transformers_modules")
+    assert report["sizes_ok"]
+    assert report["worst"] < 1e-4
 
 
 def test_model_card_usage_runs(converted, tmp_path):

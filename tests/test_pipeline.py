@@ -1,0 +1,240 @@
+"""pipeline("token-similarity") and the `tokenocr similarity` command, against the original's similarity maps."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+import tokenocr  # noqa: F401  (registers the task)
+from tokenocr import TokenSimilarityPipeline
+from tokenocr.cli import main as cli_main
+from tokenocr.processing import mask_to_boxes, relevance_score
+from tokenocr.processing.pipeline_tokenocr import overlay_heatmap
+
+from fixture_cases import Case, load_case
+
+
+def make_pipeline(case):
+    model, processor = load_case(case)
+    return TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity", device="cpu")
+
+
+def test_every_token_map_equals_original(case):
+    finder = make_pipeline(case)
+    for image in case.images:
+        expected = case.expected(image)
+        results = finder(str(case.image_path(image)), case.queries)
+        assert len(results) == len(case.queries)
+        with Image.open(case.image_path(image)) as pil:
+            size = pil.size
+        for index, (query, tokens) in enumerate(zip(case.queries, results)):
+            reference = expected[f"similarity_q{index}"]
+            assert [t["token_id"] for t in tokens] == case.manifest["query_input_ids"][query]
+            assert [t["token"] for t in tokens] == case.manifest["query_tokens"][query]
+            for token, token_map in zip(tokens, reference):
+                assert token["similarity"].dtype == np.float32
+                np.testing.assert_allclose(token["similarity"], token_map, atol=1e-4, rtol=0, err_msg=f"{image} {query}")
+                assert token["score"] == pytest.approx(float(token_map.max()), abs=1e-4)
+                assert token["heatmap"].size == size and token["heatmap"].mode == "RGB"
+                assert token["mask"].shape == (size[1], size[0]) and token["mask"].dtype == bool
+
+
+def test_output_nesting(case):
+    finder = make_pipeline(case)
+    one, two = str(case.image_path("single_tile.png")), str(case.image_path("doc_wide.png"))
+    single = finder(one, "Invoice")
+    assert isinstance(single, list) and isinstance(single[0], dict)
+    several_queries = finder(one, ["Invoice", "x"])
+    assert [len(q) for q in several_queries] == [len(single), len(case.manifest["query_input_ids"]["x"])]
+    several_images = finder([one, two], "Invoice")
+    assert len(several_images) == 2 and isinstance(several_images[1][0], dict)
+    both = finder([one, two], ["Invoice", "x"])
+    assert len(both) == 2 and len(both[0]) == 2 and isinstance(both[0][1][0], dict)
+    # Tiles of several images are batched together; results equal those of each image alone.
+    np.testing.assert_allclose(both[1][0][0]["similarity"], finder(two, "Invoice")[0]["similarity"], atol=1e-6)
+
+
+def test_top_k_ranks_images_by_relevance(case):
+    finder = make_pipeline(case)
+    paths = [str(case.image_path(image)) for image in case.images]
+    everything = finder(paths, "Invoice")
+    relevance = [relevance_score(tokens) for tokens in everything]
+    ranked = finder(paths, "Invoice", top_k=2)
+    assert [entry["image_index"] for entry in ranked] == list(np.argsort(relevance)[::-1][:2])
+    assert ranked[0]["relevance"] == pytest.approx(max(relevance))
+    # relevance = mean over the query's tokens of each token's best similarity
+    expected = case.expected(case.images[ranked[0]["image_index"]])["similarity_q1"]
+    assert ranked[0]["relevance"] == pytest.approx(float(np.mean([m.max() for m in expected])), abs=1e-4)
+
+
+def test_vision_tower_runs_once_per_tile_whatever_the_queries(case):
+    finder = make_pipeline(case)
+    model = finder.model
+    calls = []
+    hook = model.vision_tower.embeddings.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        path = str(case.image_path("doc_tall.png"))
+        grid_tiles = int(np.prod(case.manifest["images"]["doc_tall.png"]["grid_cols_rows"]))
+        finder(path, case.queries[:1], batch_size=64)
+        assert calls == [grid_tiles]  # one forward, thumbnail not computed
+        calls.clear()
+        finder(path, case.queries, batch_size=64)
+        assert calls == [grid_tiles]  # six queries: still one forward over the same tiles
+        calls.clear()
+        finder(path, case.queries, batch_size=5)
+        assert sum(calls) == grid_tiles and max(calls) <= 5
+    finally:
+        hook.remove()
+
+
+def test_mask_and_boxes_on_a_known_map():
+    """A crafted stitched map: two separate blobs and a diagonal pair that 8-connectivity joins."""
+    mask = np.zeros((10, 12), dtype=bool)
+    mask[1:3, 1:4] = True  # blob A: rows 1-2, cols 1-3
+    mask[6:9, 8:11] = True  # blob B: rows 6-8, cols 8-10
+    mask[4, 5] = mask[5, 6] = True  # touch at a corner only
+    assert mask_to_boxes(mask) == [[1, 1, 4, 3], [5, 4, 7, 6], [8, 6, 11, 9]]
+    assert mask_to_boxes(np.zeros((3, 3), bool)) == []
+    assert mask_to_boxes(np.ones((2, 5), bool)) == [[0, 0, 5, 2]]
+    u_shape = np.array([[1, 0, 1], [1, 0, 1], [1, 1, 1]], dtype=bool)  # joined only at the bottom row
+    assert mask_to_boxes(u_shape) == [[0, 0, 3, 3]]
+
+
+def test_mask_and_boxes_in_image_coordinates(case):
+    """A token map that is high on one known tile region must give a box at that place on the original image."""
+    finder = make_pipeline(case)
+    image = Image.new("RGB", (200, 100), "white")
+    side = case.manifest["images"]["single_tile.png"]["feature_side"]
+    token_map = torch.full((side, side), -0.5)
+    token_map[: side // 2, side // 2 :] = 0.9  # top-right quarter of the map
+    result = finder._token_result(5, token_map, image, threshold=0.2)
+    assert result["mask"].shape == (100, 200)
+    assert result["mask"][:40, 110:].all() and not result["mask"][60:, :].any() and not result["mask"][:, :90].any()
+    (left, top, right, bottom), = result["boxes"]
+    assert abs(left - 100) <= 8 and top == 0 and right == 200 and abs(bottom - 50) <= 4
+    assert result["score"] == pytest.approx(0.9)
+
+
+def test_overlay_heatmap_keeps_size_and_colours():
+    image = Image.new("RGB", (30, 20), (0, 0, 0))
+    values = np.zeros((20, 30), dtype=np.float32)
+    values[:, 15:] = 1.0
+    overlay = np.asarray(overlay_heatmap(image, values))
+    assert overlay.shape == (20, 30, 3)
+    assert overlay[0, 0, 2] > overlay[0, 0, 0]  # low values are blue
+    assert overlay[0, 29, 0] > overlay[0, 29, 2]  # high values are red
+
+
+def test_registered_task_loads_a_saved_folder(case, tmp_path):
+    model, processor = load_case(case)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    finder = pipeline("token-similarity", model=str(tmp_path))
+    assert isinstance(finder, TokenSimilarityPipeline)
+    tokens = finder(str(case.image_path("single_tile.png")), case.queries[1])
+    np.testing.assert_allclose(tokens[0]["similarity"], case.expected("single_tile.png")["similarity_q1"][0], atol=1e-4)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_empty_query_is_value_error(case, query):
+    with pytest.raises(ValueError, match="non-whitespace"):
+        make_pipeline(case)(str(case.image_path("single_tile.png")), query)
+
+
+def test_bad_images_are_named(case, tmp_path):
+    finder = make_pipeline(case)
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        finder(str(tmp_path / "nope.png"), "x")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        finder(str(broken), "x")
+    with pytest.raises(ValueError, match="zero size"):
+        finder(np.zeros((0, 4, 3), dtype=np.uint8), "x")
+
+
+def test_unknown_pieces_fall_back_to_bytes(case):
+    import sentencepiece as spm
+
+    finder = make_pipeline(case)
+    query = "ꙮ😀"  # neither character is in the vocabulary
+    tokens = finder(str(case.image_path("single_tile.png")), query)
+    reference = spm.SentencePieceProcessor(model_file=str(case.checkpoint / "tokenizer.model"))
+    ids = [t["token_id"] for t in tokens]
+    assert ids == reference.encode(" " + query)
+    byte_ids = [i for i in ids if reference.id_to_piece(i).startswith("<0x")]
+    assert len(byte_ids) == len(query.encode("utf-8"))  # 3 + 4 UTF-8 bytes
+    assert all(np.isfinite(t["similarity"]).all() for t in tokens)
+
+
+def test_inputs_are_not_modified(case):
+    finder = make_pipeline(case)
+    with Image.open(case.image_path("rgba_label.png")) as pil:
+        image = pil.copy()
+    array = np.asarray(Image.open(case.image_path("gray_scan.png"))).copy()
+    queries = ["Invoice", "x"]
+    before = (image.mode, image.size, image.tobytes(), array.copy(), list(queries))
+    finder([image, array], queries)
+    assert (image.mode, image.size, image.tobytes()) == before[:3]
+    np.testing.assert_array_equal(array, before[3])
+    assert queries == before[4]
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    case = Case("tiny_seg")
+    out = tmp_path / "results"
+    images = [str(case.image_path("doc_wide.png")), str(case.image_path("single_tile.png"))]
+    code = cli_main(["similarity", "--model", str(case.checkpoint), "--image", *images,
+                     "--query", "they are not", "x", "--out", str(out), "--threshold", "0.05"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [Path(entry["image"]).name for entry in summary["images"]] == ["doc_wide.png", "single_tile.png"]
+    expected = case.expected("doc_wide.png")
+    first = summary["images"][0]["queries"][0]
+    assert first["query"] == "they are not"
+    assert [t["token_id"] for t in first["tokens"]] == case.manifest["query_input_ids"]["they are not"]
+    for token, token_map in zip(first["tokens"], expected["similarity_q2"]):
+        assert token["score"] == pytest.approx(float(token_map.max()), abs=1e-4)
+        heatmap, mask = Image.open(out / token["heatmap"]), Image.open(out / token["mask"])
+        assert heatmap.size == mask.size == tuple(summary["images"][0]["size"])
+        mask_pixels = np.asarray(mask) > 0
+        assert (mask_boxes := mask_to_boxes(mask_pixels)) == token["boxes"]
+    assert first["relevance"] == pytest.approx(np.mean([m.max() for m in expected["similarity_q2"]]), abs=1e-4)
+    assert any(t["boxes"] for q in summary["images"][0]["queries"] for t in q["tokens"])
+
+    # An existing --out is kept unless --force.
+    assert cli_main(["similarity", "--model", str(case.checkpoint), "--image", images[0], "--query", "x",
+                     "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "summary.json").is_file() and len(summary["images"]) == 2
+
+
+def test_cli_explains_missing_model(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["similarity", "--image", "a.png", "--query", "x", "--out", "o"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "converted TokenOCR folder" in err and "tokenocr-convert" in err
+
+
+def test_cli_bad_inputs_write_nothing(tmp_path, capsys):
+    case = Case("tiny_seg")
+    out = tmp_path / "results"
+    assert cli_main(["similarity", "--model", str(case.checkpoint), "--image", str(tmp_path / "missing.png"),
+                     "--query", "x", "--out", str(out)]) == 1
+    assert "missing.png" in capsys.readouterr().err
+    assert cli_main(["similarity", "--model", str(case.checkpoint), "--image", str(case.image_path("doc_wide.png")),
+                     "--query", "  ", "--out", str(out)]) == 1
+    assert "non-whitespace" in capsys.readouterr().err
+    assert cli_main(["similarity", "--model", str(tmp_path / "no-model"), "--image",
+                     str(case.image_path("doc_wide.png")), "--query", "x", "--out", str(out)]) == 1
+    assert "--model" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
