@@ -10,7 +10,6 @@ model is built (same process), and their ratio, all measured in this one run.
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .original import (
+    SAFETENSORS_DTYPES,
     CheckpointError,
     OriginalCheckpoint,
     build_processor,
@@ -135,10 +136,7 @@ def _progress(iterable, description: str, total: int | None = None, unit: str = 
     return tqdm(iterable, desc=description, total=total, unit=unit, file=sys.stderr, leave=False)
 
 
-_SAFETENSORS_NAMES = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-}
+_SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
 
 def plan_shards(entries, max_shard_size: int) -> list[list[tuple[str, tuple[int, ...], torch.dtype, int]]]:

@@ -26,12 +26,13 @@ QUICK_START_USE_THUMBNAIL = True
 SKIPPED_PREFIXES = ("language_model.", "mlp1.")
 EMBEDDING_KEYS = ("tok_embeddings.weight", "language_model.model.tok_embeddings.weight")
 
-# Defaults of the original InternVisionConfig, for keys an original config.json leaves out.
-_SAFETENSORS_DTYPES = {
+# safetensors' dtype names, to read a tensor's dtype from a file header without reading the tensor.
+SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
 
+# Defaults of the original InternVisionConfig, for keys an original config.json leaves out.
 _ORIGINAL_VISION_DEFAULTS = {
     "num_channels": 3,
     "patch_size": 14,
@@ -247,7 +248,7 @@ class OriginalCheckpoint:
                         for name in handle.keys():
                             if name in kept:
                                 piece = handle.get_slice(name)
-                                info[name] = (tuple(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+                                info[name] = (tuple(piece.get_shape()), SAFETENSORS_DTYPES[piece.get_dtype()])
                 except Exception as error:  # noqa: BLE001
                     raise CheckpointError(f"cannot read weight file '{file.name}': {error}") from error
             else:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -132,13 +131,18 @@ print(json.dumps(report))
 """
 
 
+def report_as_hub_repo(folder: Path, script: str, case_name: str, tmp_path: Path) -> dict:
+    """Publish `folder` as `org/TokenOCR` in a local cache; run `script` offline without tokenocr; its JSON report."""
+    cache = tmp_path / "hub"
+    add_to_hub_cache(cache, "org/TokenOCR", folder)
+    result = run_offline(script, ["org/TokenOCR", FIXTURES / case_name], cache, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("case_name", CASES)
 def test_loads_offline_as_hub_repo_with_transformers_alone(converted, case_name, tmp_path):
-    cache = tmp_path / "hub"
-    add_to_hub_cache(cache, "org/TokenOCR", converted(case_name, "float32"))
-    result = run_offline(_LOAD_AS_HUB_REPO, ["org/TokenOCR", FIXTURES / case_name], cache, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = report_as_hub_repo(converted(case_name, "float32"), _LOAD_AS_HUB_REPO, case_name, tmp_path)
     assert report["config"] == "TokenOCRConfig" and report["model"] == "TokenOCRModel"
     assert report["model_module"].startswith("transformers_modules")
     assert report["image_processor"] == "TokenOCRImageProcessor"
@@ -172,11 +176,7 @@ print(json.dumps(report))
 
 @pytest.mark.parametrize("case_name", CASES)
 def test_pipeline_through_converted_folder(converted, case_name, tmp_path):
-    cache = tmp_path / "hub"
-    add_to_hub_cache(cache, "org/TokenOCR", converted(case_name, "float32"))
-    result = run_offline(_PIPELINE_AS_HUB_REPO, ["org/TokenOCR", FIXTURES / case_name], cache, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = report_as_hub_repo(converted(case_name, "float32"), _PIPELINE_AS_HUB_REPO, case_name, tmp_path)
     assert report["class"] == "TokenSimilarityPipeline" and report["module"].startswith("transformers_modules")
     assert report["sizes_ok"]
     assert report["worst"] < 1e-4

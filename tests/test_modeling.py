@@ -73,10 +73,14 @@ def test_bfloat16_runs_and_stays_close(case):
     assert np.abs(maps.float().numpy() - expected["similarity_q2"]).max() < 0.05
 
 
-def test_float16_weights_load(case):
+def test_float16_runs_and_stays_close(case):
     model, processor = load_case(case, "float16")
     assert model.embed_tokens.weight.dtype == torch.float16
     assert model.upsampler.batch_norm_1.num_batches_tracked.dtype == torch.int64
+    expected = case.expected("doc_tall.png")["features"]
+    features, _ = image_features(model, processor, case.image_path("doc_tall.png"))
+    assert features.dtype == torch.float16
+    assert np.abs(features.float().numpy() - expected).max() < 0.01 * np.abs(expected).max()
 
 
 def test_sdpa_equals_eager(case, loaded, tmp_path):
@@ -134,7 +138,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(case, loaded, tmp_path)
             trainable.activation_checkpointing_enable()
             assert trainable.is_activation_checkpointing
         counter = []
-        trainable.vision_tower.encoder.layer[0].mlp.register_forward_hook(lambda *args: counter.append(1))
+        trainable.vision_tower.encoder.layer[0].mlp.register_forward_hook(lambda *args, calls=counter: calls.append(1))
         trainable(pixel_values=pixels, input_ids=ids).logits.mean().backward()
         grads.append(trainable.vision_tower.encoder.layer[0].attention.q_proj.weight.grad.clone())
         calls.append(len(counter))

@@ -1,7 +1,6 @@
 """pipeline("token-similarity") and the `tokenocr similarity` command, against the original's similarity maps."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +205,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         heatmap, mask = Image.open(out / token["heatmap"]), Image.open(out / token["mask"])
         assert heatmap.size == mask.size == tuple(summary["images"][0]["size"])
         mask_pixels = np.asarray(mask) > 0
-        assert (mask_boxes := mask_to_boxes(mask_pixels)) == token["boxes"]
+        assert mask_to_boxes(mask_pixels) == token["boxes"]
     assert first["relevance"] == pytest.approx(np.mean([m.max() for m in expected["similarity_q2"]]), abs=1e-4)
     assert any(t["boxes"] for q in summary["images"][0]["queries"] for t in q["tokens"])
 
