@@ -446,7 +446,7 @@ def convert(
         query_ids = processor(text="Invoice 2024")["input_ids"]
         difference = verify(folder, building, config.tile_size, target_dtype, query_ids)
         render_card(config, target_dtype, building, repo_id, hub_id, difference)
-        _move_into_place(building, destination, force)
+        move_into_place(building, destination, force)
     finally:
         if building.exists():
             shutil.rmtree(building, ignore_errors=True)
@@ -461,10 +461,15 @@ def _apply_umask(folder: Path) -> None:
     os.umask(umask)
     folder.chmod(0o777 & ~umask)
     for file in folder.iterdir():
-        file.chmod(0o666 & ~umask)
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
 
 
-def _move_into_place(building: Path, destination: Path, force: bool) -> None:
+def move_into_place(building: Path, destination: Path, force: bool) -> None:
+    """
+    Rename the finished folder `building` to `destination`. An existing destination is replaced only with
+    `force`, and is put back if the new folder cannot be moved in.
+    """
     _apply_umask(building)
     if not destination.exists():
         try:
@@ -473,7 +478,7 @@ def _move_into_place(building: Path, destination: Path, force: bool) -> None:
             raise ConversionError(f"cannot move the new folder to '{destination}': {error}") from None
         return
     if not force:
-        raise ConversionError(f"'{destination}' appeared during the conversion; pass --force to replace it")
+        raise ConversionError(f"'{destination}' appeared while it was being built; pass --force to replace it")
     previous = destination.with_name(f".{destination.name}.previous-{os.getpid()}")
     destination.rename(previous)
     try:

@@ -152,6 +152,7 @@ class OriginalCheckpoint:
                 f"{ORIGINAL_MODEL_TYPE!r}"
             )
         self.weight_map = self._find_weights()
+        self._tensor_info = None
 
     def _find_weights(self) -> dict[str, Path]:
         for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
@@ -238,7 +239,12 @@ class OriginalCheckpoint:
                 del state
 
     def tensor_info(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """`(shape, dtype)` of each kept tensor, from file headers (safetensors) or memory maps (.bin)."""
+        """`(shape, dtype)` of each kept tensor, from file headers (safetensors) or memory maps (.bin); read once."""
+        if self._tensor_info is None:
+            self._tensor_info = self._read_tensor_info()
+        return self._tensor_info
+
+    def _read_tensor_info(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         info = {}
         kept = set(self.kept_keys())
         for file in self.shards_needed():

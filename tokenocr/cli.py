@@ -10,7 +10,6 @@ The `tokenocr` command.
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
@@ -80,7 +79,9 @@ def _check_images(paths: list[str]) -> None:
 def run_similarity(args) -> Path:
     from huggingface_hub.utils import tqdm
 
+    from tokenocr.conversion.convert import move_into_place
     from tokenocr.processing import prepare_query, relevance_score
+    from tokenocr.processing.image_processing_tokenocr import to_rgb_image
 
     destination = Path(args.out).expanduser().absolute()
     if destination.exists() and not args.force:
@@ -99,14 +100,13 @@ def run_similarity(args) -> Path:
     try:
         summary = {"model": args.model, "threshold": args.threshold, "images": []}
         for index, path in enumerate(tqdm(args.image, desc="Images", unit="image", file=sys.stderr)):
+            image = to_rgb_image(path, index)
             results = finder(
-                path, list(args.query), threshold=args.threshold, max_tiles=args.max_tiles, batch_size=args.batch_size
+                image, list(args.query), threshold=args.threshold, max_tiles=args.max_tiles, batch_size=args.batch_size
             )
             folder = building / f"{index:03d}-{_safe_name(Path(path).stem)}"
             folder.mkdir()
-            with Image.open(path) as image:
-                size = [image.width, image.height]
-            entry = {"image": str(path), "size": size, "queries": []}
+            entry = {"image": str(path), "size": [image.width, image.height], "queries": []}
             for query_index, (query, tokens) in enumerate(zip(args.query, results)):
                 token_entries = []
                 for token_index, token in enumerate(tokens):
@@ -121,24 +121,11 @@ def run_similarity(args) -> Path:
                 entry["queries"].append({"query": query, "relevance": relevance_score(tokens), "tokens": token_entries})
             summary["images"].append(entry)
         (building / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _replace(building, destination)
+        move_into_place(building, destination, force=args.force)
     finally:
         if building.exists():
             shutil.rmtree(building, ignore_errors=True)
     return destination
-
-
-def _replace(building: Path, destination: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    building.chmod(0o777 & ~umask)
-    if destination.exists():
-        previous = destination.with_name(f".{destination.name}.previous-{os.getpid()}")
-        destination.rename(previous)
-        building.rename(destination)
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
-        building.rename(destination)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,12 +165,14 @@ def main(argv=None) -> int:
 
         return convert_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from tokenocr.conversion.convert import ConversionError
+
     try:
         destination = run_similarity(args)
     except KeyboardInterrupt:
         print(f"{PROGRAM}: error: interrupted; '{args.out}' was not written", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, OSError, ImportError) as error:
+    except (CommandError, ConversionError, ValueError, TypeError, OSError, ImportError) as error:
         print(f"{PROGRAM}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(f"{PROGRAM}: wrote {destination}", file=sys.stderr)
