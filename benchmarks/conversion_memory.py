@@ -31,7 +31,7 @@ TOKENIZER = ROOT / "tests" / "fixtures" / "original" / "tiny_seg" / "checkpoint"
 # Peak resident memory of this process alone: VmHWM (reset by exec, unlike ru_maxrss, which a child inherits).
 _MEASURE = """
 import json, re, resource, sys
-from tokenocr.conversion.convert import main
+from tokenocr.cli import convert_main as main
 code = main(sys.argv[1:]) if len(sys.argv) > 1 else 0
 with open("/proc/self/status") as status:
     peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", status.read()).group(1))

@@ -34,7 +34,7 @@ torch.manual_seed(0)
 config = TokenOCRConfig(  # InternViT-300M tower, English release widths
     vision_config={"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
                    "image_size": 448, "patch_size": 14, "attention_bias": True, "norm_type": "layer_norm"},
-    hidden_size=4096, vocab_size=92553, upsampler_hidden_size=512, tile_size=448,
+    hidden_size=4096, vocab_size=92553, upsampler_hidden_size=512,
 )
 model = TokenOCRModel(config).to(dtype).eval()
 vocab = {chr(c): i for i, c in enumerate(range(32, 127))}

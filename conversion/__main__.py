@@ -2,7 +2,7 @@
 
 import sys
 
-from .convert import main
+from tokenocr.cli import convert_main
 
 
-sys.exit(main())
+sys.exit(convert_main())

@@ -4,58 +4,59 @@
 `tokenocr-convert`: turn an original TokenOCR checkpoint into a hub-ready folder that loads with transformers alone.
 
     tokenocr-convert --input SRC --output DST [--dtype float32|bfloat16|float16] [--max-shard-size SIZE] [--force]
+                     [--repo-id ID] [--thorough-verification]
 
-The folder is built next to DST, verified in a separate Python process in which `tokenocr` cannot be imported,
-and only then renamed into place. Any failure exits non-zero with a one-line reason and leaves no partial DST.
+The folder is built in a hidden temporary folder beside DST, verified in a separate Python process in which
+`tokenocr` cannot be imported, and only then renamed into place. Any failure exits non-zero with a one-line reason
+and leaves no partial DST. (The command line itself is parsed in `tokenocr.cli`; this module does the work.)
 """
 
-import argparse
+import gc
 import json
-import os
 import re
 import shutil
-import signal
 import string
-import subprocess
 import sys
-import tempfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .original import (
-    SAFETENSORS_DTYPES,
-    CheckpointError,
-    OriginalCheckpoint,
-    build_processor,
-    check_and_convert,
-    conversion_plan,
-    is_skipped,
-)
+from ..constants import DTYPE_NAMES, HUB_ID_PATTERN
+from ..modeling import REMOTE_CODE_FILES as MODELING_FILES
+from ..outputs import building_folder, check_output_location, check_replaceable, move_into_place
+from ..processing import REMOTE_CODE_FILES as PROCESSING_FILES
+from . import hub_check
+from .original import OriginalCheckpoint, convert_tensors, is_skipped, load_original, plan_conversion
+from .weights import SAFETENSORS_DTYPES, first_line, read_weight_index
 
 
 PROGRAM = "tokenocr-convert"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 DEFAULT_REPO_ID = "org/TokenOCR"
 PIPELINE_TASK = "token-similarity"
+PROBE_QUERY = "Invoice 2024"
 
-# Largest allowed |converted - source| on the probe image, relative to max(1, max |source features|). Both sides
+# Largest allowed |converted - source| on the probe page, relative to max(1, max |source features|). Both sides
 # run in float32, so this measures what the stored dtype loses.
 VERIFY_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-REMOTE_CODE_DIRS = (PACKAGE_ROOT / "modeling", PACKAGE_ROOT / "processing")
-CARDS_DIR = PACKAGE_ROOT / "hub_cards"
-# Released variants, told apart by the feature width D.
+# Released variants, told apart by the feature width D, and where their original checkpoints live on the hub.
 CARD_FOR_WIDTH = {4096: "TokenOCR-4096-English-seg", 2048: "TokenOCR-2048-Bilingual-seg"}
 GENERIC_CARD = "TokenOCR-custom"
-# Where the released variants' original checkpoints live on the hub (the cards' `base_model`).
 RELEASED_SOURCES = {
     "TokenOCR-4096-English-seg": "TongkunGuan/TokenFD_4096_English_seg",
     "TokenOCR-2048-Bilingual-seg": "TongkunGuan/TokenFD_2048_Bilingual_seg",
 }
+
+# Everything a converted folder may hold: how an earlier output of this command is recognised (--force replaces
+# nothing else).
+CONVERTED_FILES = re.compile(
+    r"config\.json|model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|preprocessor_config\.json"
+    r"|processor_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|README\.md"
+    r"|\w+_tokenocr\.py"
+)
 
 
 class ConversionError(Exception):
@@ -68,11 +69,24 @@ def parse_size(text: str) -> int:
     if not match:
         raise ConversionError(f"--max-shard-size {text!r} is not a size such as 5GB, 500MB or 1048576")
     number, unit, binary = match.groups()
-    base = 1024 if binary else 1000
-    size = int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+    size = int(float(number) * (1024 if binary else 1000) ** " KMGT".index(unit.upper() or " "))
     if size < 1:
         raise ConversionError(f"--max-shard-size {text!r} must be positive")
     return size
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` this converter did not write (empty for an earlier converted folder)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = None
+    if not isinstance(config, dict) or config.get("model_type") != "tokenocr":
+        return sorted(entry.name for entry in folder.iterdir()) or ["no converted config.json"]
+    return sorted(
+        entry.name for entry in folder.iterdir()
+        if entry.is_symlink() or not entry.is_file() or not CONVERTED_FILES.fullmatch(entry.name)
+    )
 
 
 # --------------------------------------------------------------------------------------------- the source
@@ -84,11 +98,20 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> Path:
     first when there is one, then only the shards that hold tensors TokenOCR keeps.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+    )
 
     def download(filename: str, required: bool = True) -> Path | None:
         try:
             return Path(hf_hub_download(repo_id, filename, revision=revision))
+        except LocalEntryNotFoundError:
+            if not required:  # offline and not cached: as far as this run can tell, the repo has no such file
+                return None
+            raise ConversionError(
+                f"cannot get {filename} of '{repo_id}': the hub cannot be reached (offline?) and it is not in the "
+                "local cache"
+            ) from None
         except EntryNotFoundError:
             if required:
                 raise ConversionError(f"hub repo '{repo_id}' has no {filename}") from None
@@ -96,7 +119,7 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> Path:
         except RepositoryNotFoundError:
             raise ConversionError(f"'{repo_id}' is not a local folder and not a hub repo that can be reached") from None
         except (HfHubHTTPError, OSError) as error:
-            raise ConversionError(f"cannot download {filename} from '{repo_id}': {error}".splitlines()[0]) from None
+            raise ConversionError(f"cannot download {filename} from '{repo_id}': {first_line(error)}") from None
 
     folder = download("config.json").parent
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
@@ -104,8 +127,8 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> Path:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = download(index_name, required=False)
         if index is not None:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            needed = sorted({shard for key, shard in weight_map.items() if not is_skipped(key)})
+            weight_map = read_weight_index(folder, index)
+            needed = sorted({path.relative_to(folder).as_posix() for key, path in weight_map.items() if not is_skipped(key)})
             for shard in _progress(needed, "Downloading shards", unit="shard"):
                 download(shard)
             return folder
@@ -122,7 +145,7 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
         if not path.is_dir():
             raise ConversionError(f"--input '{source}' is a file; give the checkpoint folder")
         return path, None
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith((".", "/")):
+    if re.fullmatch(HUB_ID_PATTERN, source):
         return fetch_from_hub(source), source
     raise ConversionError(f"--input '{source}' is neither an existing folder nor a hub repo id (owner/name)")
 
@@ -166,13 +189,13 @@ def _safetensors_header(shard) -> bytes:
     return len(encoded).to_bytes(8, "little") + encoded
 
 
-def write_weights(checkpoint, config, dtype, folder: Path, max_shard_size: int) -> int:
+def write_weights(checkpoint: OriginalCheckpoint, plan: dict, folder: Path, max_shard_size: int) -> int:
     """
     Write the converted weights as safetensors shards, streaming: the shard layout is planned from the tensors'
     shapes, then each tensor's bytes go to disk as soon as it is read, so memory holds about one tensor at a time
     (safetensors' own `save_file` needs a whole shard in memory). Returns the bytes written.
     """
-    entries = [entry for _, produced in conversion_plan(checkpoint, config, dtype) for entry in produced]
+    entries = [entry for produced in plan.values() for entry in produced]
     shards = plan_shards(entries, max_shard_size)
     names = (
         ["model.safetensors"]
@@ -185,14 +208,12 @@ def write_weights(checkpoint, config, dtype, folder: Path, max_shard_size: int) 
         for index, shard in enumerate(shards):
             handles[index] = open(folder / names[index], "wb")
             handles[index].write(_safetensors_header(shard))
-        tensors = check_and_convert(checkpoint, config, dtype, copy=False)
+        tensors = convert_tensors(checkpoint, plan, copy=False)
         for name, tensor in _progress(tensors, "Converting weights", len(entries), "tensor"):
             index, (_, shape, out_dtype, size) = layout[name]
-            if tuple(tensor.shape) != shape or tensor.dtype != out_dtype:
-                raise ConversionError(f"tensor '{name}' came out as {tuple(tensor.shape)} {tensor.dtype}")
             data = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
-            if data.nbytes != size:
-                raise ConversionError(f"tensor '{name}' has {data.nbytes} bytes, expected {size}")
+            if tuple(tensor.shape) != shape or tensor.dtype != out_dtype or data.nbytes != size:
+                raise ConversionError(f"tensor '{name}' came out as {tuple(tensor.shape)} {tensor.dtype}")
             handles[index].write(memoryview(data))
     finally:
         for handle in handles.values():
@@ -206,9 +227,15 @@ def write_weights(checkpoint, config, dtype, folder: Path, max_shard_size: int) 
 
 
 def remote_code_files() -> list[Path]:
-    files = [file for directory in REMOTE_CODE_DIRS for file in sorted(directory.glob("*_tokenocr.py"))]
-    if not files:
-        raise ConversionError("the remote-code files (modeling/ and processing/) are missing from the installation")
+    """The files a converted folder carries as remote code, as listed by `tokenocr.modeling` and `.processing`."""
+    files = [
+        Path(str(resources.files(f"tokenocr.{package}") / name))
+        for package, names in (("modeling", MODELING_FILES), ("processing", PROCESSING_FILES))
+        for name in names
+    ]
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        raise ConversionError(f"the remote-code files {missing} are missing from the installation")
     return files
 
 
@@ -218,7 +245,7 @@ def _update_json(file: Path, change) -> None:
     file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_configs(config, dtype, processor, folder: Path) -> None:
+def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
     """config.json, processor and tokenizer files, with `auto_map`s pointing at the copied remote code."""
     config_dict = config.to_dict()
     config_dict["dtype"] = str(dtype).replace("torch.", "")
@@ -227,15 +254,10 @@ def write_configs(config, dtype, processor, folder: Path) -> None:
         "AutoConfig": "configuration_tokenocr.TokenOCRConfig",
         "AutoModel": "modeling_tokenocr.TokenOCRModel",
     }
-    if (PACKAGE_ROOT / "processing" / "pipeline_tokenocr.py").is_file():
-        config_dict["custom_pipelines"] = {
-            PIPELINE_TASK: {
-                "impl": "pipeline_tokenocr.TokenSimilarityPipeline",
-                "pt": ["AutoModel"],
-                "tf": [],
-                "type": "multimodal",
-            }
-        }
+    config_dict["custom_pipelines"] = {
+        PIPELINE_TASK: {"impl": "pipeline_tokenocr.TokenSimilarityPipeline", "pt": ["AutoModel"], "tf": [],
+                        "type": "multimodal"}
+    }
     (folder / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     image_auto_map = {
@@ -264,24 +286,24 @@ def write_configs(config, dtype, processor, folder: Path) -> None:
         shutil.copyfile(file, folder / file.name)
 
 
-def render_card(config, dtype, folder: Path, repo_id: str, base_model: str | None, difference: float) -> None:
-    width = config.hidden_size
-    name = CARD_FOR_WIDTH.get(width, GENERIC_CARD)
-    template_file = CARDS_DIR / f"{name}.md"
+def render_card(config, dtype, tile_size: int, folder: Path, repo_id: str, base_model: str | None, difference: float) -> None:
+    cards = resources.files("tokenocr.hub_cards")
+    name = CARD_FOR_WIDTH.get(config.hidden_size, GENERIC_CARD)
+    template_file = cards / f"{name}.md"
     if not template_file.is_file():
-        raise ConversionError(f"model-card template '{template_file.name}' is missing from hub_cards/")
+        raise ConversionError(f"model-card template '{name}.md' is missing from hub_cards/")
     template = string.Template(template_file.read_text(encoding="utf-8"))
-    usage = string.Template((CARDS_DIR / "_usage.md").read_text(encoding="utf-8"))
+    usage = string.Template((cards / "_usage.md").read_text(encoding="utf-8"))
     base_model = base_model or RELEASED_SOURCES.get(name)
     values = dict(
         repo_id=repo_id,
         base_model=base_model or "an original TokenOCR checkpoint",
         base_model_line=f"base_model: {base_model}\n" if base_model else "",
-        hidden_size=width,
+        hidden_size=config.hidden_size,
         vocab_size=config.vocab_size,
         vision_width=config.vision_config.hidden_size,
         vision_layers=config.vision_config.num_hidden_layers,
-        tile_size=config.tile_size,
+        tile_size=tile_size,
         dtype=str(dtype).replace("torch.", ""),
         max_difference=f"{difference:.2e}",
     )
@@ -292,64 +314,15 @@ def render_card(config, dtype, folder: Path, repo_id: str, base_model: str | Non
 # ------------------------------------------------------------------------------------------ verification
 
 
-_BLOCK_TOKENOCR = """
-import sys
-class _BlockTokenOCR:
-    def find_spec(self, name, path=None, target=None):
-        if name == "tokenocr" or name.startswith("tokenocr."):
-            raise ImportError("tokenocr must not be needed by a converted folder")
-sys.meta_path.insert(0, _BlockTokenOCR())
-"""
-
-_CONVERTED_SCRIPT = _BLOCK_TOKENOCR + """
-import json
-import numpy as np
-import torch
-from transformers import AutoConfig, AutoModel, AutoProcessor, AutoTokenizer
-
-folder, probe, reference_file = sys.argv[1:4]
-config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
-processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-assert model.config.model_type == "tokenocr", model.config.model_type
-assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-assert tokenizer.is_fast and type(tokenizer).__module__.startswith("transformers."), type(tokenizer)
-pixels = processor(images=probe, return_tensors="pt")["pixel_values"]
-with torch.no_grad():
-    features = model.get_image_features(pixels)
-reference = torch.from_numpy(np.load(reference_file))
-if reference.shape != features.shape:
-    raise SystemExit(f"features of shape {tuple(features.shape)}, expected {tuple(reference.shape)}")
-query_ids = processor(text="Invoice 2024")["input_ids"]
-print(json.dumps({
-    "query_ids": query_ids,
-    "tokenizer_ids": tokenizer(" Invoice 2024", add_special_tokens=False)["input_ids"],
-    "difference": float((features.float() - reference).abs().max()),
-    "scale": float(reference.abs().max()),
-}))
-"""
-
-_REFERENCE_SCRIPT = """
-import sys
-import numpy as np
-import torch
-from tokenocr.conversion import load_original
-
-source, probe, out = sys.argv[1:4]
-model, processor = load_original(source, dtype=torch.float32)
-pixels = processor(images=probe, return_tensors="pt")["pixel_values"]
-with torch.no_grad():
-    np.save(out, model.get_image_features(pixels).numpy())
-"""
-
-
-def make_probe_image(tile_size: int, path: Path) -> None:
-    """A deterministic 3x2-tile page of dark strokes on light paper (thumbnail included: 7 tiles)."""
+def make_probe_image(tile_size: int, path: Path, thorough: bool = False) -> None:
+    """
+    A deterministic page of dark strokes on light paper: one tile (every weight of the model takes part), or with
+    `thorough` a 3x2-tile page (7 tiles with the thumbnail), which also exercises tiling.
+    """
     from PIL import Image
 
     rng = np.random.default_rng(2503_02304)
-    height, width = 2 * tile_size, 3 * tile_size
+    height, width = (2 * tile_size, 3 * tile_size) if thorough else (tile_size, tile_size)
     page = np.full((height, width, 3), 235, dtype=np.uint8)
     for _ in range(12):
         top, left = rng.integers(0, height - 4), rng.integers(0, width - 8)
@@ -358,48 +331,65 @@ def make_probe_image(tile_size: int, path: Path) -> None:
     Image.fromarray(page).save(path)
 
 
-def _run_python(script: str, args: list[str], workdir: Path, what: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=workdir, env=env, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {result.returncode}"
-        raise ConversionError(f"verification failed: {what}: {reason}")
-    return result.stdout
+def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path) -> tuple[Path, Path, list[int]]:
+    """The source's float32 features on the probe and embeddings of the probe query, saved for the check."""
+    model, processor = load_original(checkpoint.path, dtype=torch.float32)
+    features_file, text_file = workdir / "reference.npy", workdir / "text_reference.npy"
+    query_ids = processor(text=PROBE_QUERY)["input_ids"]
+    with torch.no_grad():
+        np.save(features_file, model.get_image_features(processor(images=str(probe), return_tensors="pt")["pixel_values"]).numpy())
+        np.save(text_file, model.get_text_features(torch.tensor(query_ids)).numpy())
+    del model
+    gc.collect()
+    return features_file, text_file, query_ids
 
 
-def verify(source: Path, folder: Path, tile_size: int, dtype: torch.dtype, expected_query_ids) -> float:
-    """Load `folder` with transformers alone in a fresh process; return max |features - source features|."""
-    with tempfile.TemporaryDirectory(prefix="tokenocr-verify-") as workdir:
-        workdir = Path(workdir)
+def verify(checkpoint: OriginalCheckpoint, folder: Path, tile_size: int, dtype: torch.dtype, thorough: bool) -> float:
+    """
+    Load `folder` with transformers alone in a fresh process and compare its features and token embeddings with the
+    source's (computed here first, then released, so that only one model is in memory at a time). Returns the
+    largest feature difference. The probe and the source's outputs live in `folder/.verification` while it runs, so
+    that whatever ends the run, cleaning up the folder being built cleans them up too.
+    """
+    workdir = folder / ".verification"
+    workdir.mkdir()
+    try:
         probe = workdir / "probe.png"
-        make_probe_image(tile_size, probe)
-        reference_file = workdir / "reference.npy"
-        _run_python(_REFERENCE_SCRIPT, [str(source.absolute()), str(probe), str(reference_file)], workdir,
-                    "the source checkpoint could not be evaluated")
-        stdout = _run_python(_CONVERTED_SCRIPT, [str(folder), str(probe), str(reference_file)], workdir,
-                             "the converted folder does not load with transformers alone")
-        reported = json.loads(stdout.strip().splitlines()[-1])
-        if reported["query_ids"] != expected_query_ids or reported["tokenizer_ids"] != expected_query_ids:
-            raise ConversionError(
-                f"verification failed: the converted tokenizer gives {reported['query_ids']} for a probe query, "
-                f"the source gives {expected_query_ids}"
-            )
-        difference, scale = reported["difference"], reported["scale"]
-    bound = VERIFY_TOLERANCE[dtype] * max(1.0, scale)
-    print(f"{PROGRAM}: max |features - source features| on the probe image: {difference:.3e} (bound {bound:.1e})",
-          file=sys.stderr)
-    if not difference <= bound:
-        raise ConversionError(
-            f"verification failed: converted features differ from the source by {difference:.3e} (bound {bound:.1e})"
+        make_probe_image(tile_size, probe, thorough)
+        features_file, text_file, query_ids = _source_reference(checkpoint, probe, workdir)
+        report = hub_check.run_as_hub_user(
+            "hub_check:verify_converted_folder", [folder, probe, features_file, text_file, PROBE_QUERY], workdir,
+            what="the converted folder does not load with transformers alone",
         )
-    return difference
+    except hub_check.HubCheckError as error:
+        raise ConversionError(f"verification failed: {error}") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if report["query_ids"] != query_ids or report["tokenizer_ids"] != query_ids:
+        raise ConversionError(
+            f"verification failed: the converted tokenizer gives {report['query_ids']} for a probe query, "
+            f"the source gives {query_ids}"
+        )
+    bound = VERIFY_TOLERANCE[dtype] * max(1.0, report["scale"])
+    difference = max(report["difference"], report["text_difference"])
+    print(f"{PROGRAM}: max |features - source features| on the probe page: {report['difference']:.3e}, token "
+          f"embeddings: {report['text_difference']:.3e} (bound {bound:.1e})", file=sys.stderr)
+    if not difference <= bound:
+        raise ConversionError(f"verification failed: the converted model differs from the source by {difference:.3e} "
+                              f"(bound {bound:.1e})")
+    return report["difference"]
 
 
 # --------------------------------------------------------------------------------------------- main flow
+
+
+def _check_arguments(output: str, dtype: str | None, max_shard_size: str, force: bool, inputs: list) -> tuple[Path, int]:
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ConversionError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    shard_bytes = parse_size(max_shard_size)
+    destination = check_output_location(output, inputs, "--output")
+    check_replaceable(destination, force, foreign_entries, "--output")
+    return destination, shard_bytes
 
 
 def convert(
@@ -409,122 +399,32 @@ def convert(
     max_shard_size: str = DEFAULT_MAX_SHARD_SIZE,
     force: bool = False,
     repo_id: str = DEFAULT_REPO_ID,
+    thorough_verification: bool = False,
 ) -> Path:
     """
     Convert `source` (a local original checkpoint folder or a hub repo id) into the hub-ready folder `output`.
-    The folder appears only once it is complete and verified. Returns its path.
+    The folder appears only once it is complete and verified; an existing `output` is replaced only with `force`
+    and only when it is an earlier converted folder. Returns its path.
     """
-    destination = Path(output).expanduser().absolute()
-    if destination.exists() and not force:
-        raise ConversionError(f"--output '{output}' already exists; pass --force to replace it")
-    if destination.exists() and not destination.is_dir():
-        raise ConversionError(f"--output '{output}' exists and is not a folder")
-    parent = destination.parent
-    if not parent.is_dir():
-        raise ConversionError(f"cannot write '{output}': folder '{parent}' does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConversionError(f"cannot write '{output}': folder '{parent}' is not writable")
-    shard_bytes = parse_size(max_shard_size)
-    if dtype is not None and dtype not in DTYPES:
-        raise ConversionError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-
+    destination, shard_bytes = _check_arguments(output, dtype, max_shard_size, force, [source])
     folder, hub_id = resolve_source(source)
+    if hub_id is not None:
+        _check_arguments(output, dtype, max_shard_size, force, [folder])
     checkpoint = OriginalCheckpoint(folder)
     config = checkpoint.tokenocr_config()
-    target_dtype = DTYPES[dtype] if dtype else checkpoint.source_dtype()
+    target_dtype = getattr(torch, dtype) if dtype else checkpoint.source_dtype()
     if target_dtype not in VERIFY_TOLERANCE:
-        raise ConversionError(f"the source weights are {target_dtype}; pass --dtype float32, bfloat16 or float16")
-    processor = build_processor(checkpoint, config)
+        raise ConversionError(f"the source weights are {target_dtype}; pass --dtype {'/'.join(DTYPE_NAMES)}")
+    plan = plan_conversion(checkpoint, config, target_dtype)
+    processor = checkpoint.processor()
+    tile_size = processor.image_processor.size["height"]
 
-    try:
-        building = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=parent))
-    except OSError as error:
-        raise ConversionError(f"cannot write '{output}': {error}") from None
-    try:
-        total = write_weights(checkpoint, config, target_dtype, building, shard_bytes)
+    with building_folder(destination, PROGRAM) as building:
+        total = write_weights(checkpoint, plan, building, shard_bytes)
         write_configs(config, target_dtype, processor, building)
-        query_ids = processor(text="Invoice 2024")["input_ids"]
-        difference = verify(folder, building, config.tile_size, target_dtype, query_ids)
-        render_card(config, target_dtype, building, repo_id, hub_id, difference)
-        move_into_place(building, destination, force)
-    finally:
-        if building.exists():
-            shutil.rmtree(building, ignore_errors=True)
+        difference = verify(checkpoint, building, tile_size, target_dtype, thorough_verification)
+        render_card(config, target_dtype, tile_size, building, repo_id, hub_id, difference)
+        move_into_place(building, destination)
     print(f"{PROGRAM}: wrote {destination} ({total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights)",
           file=sys.stderr)
     return destination
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give the finished folder the permissions a plain mkdir/open would have (mkdtemp makes it private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for file in folder.iterdir():
-        if file.is_file():
-            file.chmod(0o666 & ~umask)
-
-
-def move_into_place(building: Path, destination: Path, force: bool) -> None:
-    """
-    Rename the finished folder `building` to `destination`. An existing destination is replaced only with
-    `force`, and is put back if the new folder cannot be moved in.
-    """
-    _apply_umask(building)
-    if not destination.exists():
-        try:
-            building.rename(destination)
-        except OSError as error:
-            raise ConversionError(f"cannot move the new folder to '{destination}': {error}") from None
-        return
-    if not force:
-        raise ConversionError(f"'{destination}' appeared while it was being built; pass --force to replace it")
-    previous = destination.with_name(f".{destination.name}.previous-{os.getpid()}")
-    destination.rename(previous)
-    try:
-        building.rename(destination)
-    except OSError as error:
-        previous.rename(destination)
-        raise ConversionError(f"cannot move the new folder to '{destination}': {error}") from None
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM,
-        description="Convert an original TokenOCR checkpoint into a hub-ready folder that loads with transformers.",
-    )
-    parser.add_argument("--input", required=True, metavar="SRC", help="original checkpoint folder or hub repo id")
-    parser.add_argument("--output", required=True, metavar="DST", help="folder to create")
-    parser.add_argument("--dtype", choices=list(DTYPES), help="dtype of the written weights (default: the source's)")
-    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE",
-                        help=f"largest weight file, e.g. 5GB or 500MB (default: {DEFAULT_MAX_SHARD_SIZE})")
-    parser.add_argument("--force", action="store_true", help="replace DST if it exists (only once the new one is complete)")
-    parser.add_argument("--repo-id", default=DEFAULT_REPO_ID,
-                        help=f"hub repo the folder will be published as, used in the model card (default: {DEFAULT_REPO_ID})")
-    return parser
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        convert(args.input, args.output, args.dtype, args.max_shard_size, args.force, args.repo_id)
-    except KeyboardInterrupt:
-        print(f"{PROGRAM}: error: interrupted; '{args.output}' was not written", file=sys.stderr)
-        return 130
-    except (ConversionError, CheckpointError, ImportError, OSError, ValueError) as error:
-        message = " ".join(str(error).split())
-        print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,31 +6,25 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
+from ..constants import DTYPE_NAMES, ORIGINAL_MODEL_TYPE
 from ..modeling import TokenOCRConfig, TokenOCRModel
 from ..processing import TokenOCRImageProcessor, TokenOCRProcessor
+from ..processing.settings_tokenocr import MAX_TILES, MIN_TILES
+from .tokenizer import convert_tokenizer
+from .weights import CheckpointError, WeightFile, find_weight_files, first_line, iter_file_tensors
 
-
-ORIGINAL_MODEL_TYPE = "internvl_chat"
 
 # Tiling the original quick start applies, whatever the training-time limits in config.json say.
-QUICK_START_MIN_TILES = 1
-QUICK_START_MAX_TILES = 12
-QUICK_START_USE_THUMBNAIL = True
+QUICK_START_TILING = {"min_tiles": MIN_TILES, "max_tiles": MAX_TILES, "use_thumbnail": True}
 
 # Parts of an original checkpoint the similarity model never uses.
 SKIPPED_PREFIXES = ("language_model.", "mlp1.")
 EMBEDDING_KEYS = ("tok_embeddings.weight", "language_model.model.tok_embeddings.weight")
-
-# safetensors' dtype names, to read a tensor's dtype from a file header without reading the tensor.
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}
 
 # Defaults of the original InternVisionConfig, for keys an original config.json leaves out.
 _ORIGINAL_VISION_DEFAULTS = {
@@ -95,10 +89,6 @@ _BACKWARD = [
 ]
 
 
-class CheckpointError(ValueError):
-    """An original checkpoint folder that cannot be read as TokenOCR; the message names the problem."""
-
-
 def is_skipped(key: str) -> bool:
     """Whether `key` belongs to a part of the original checkpoint that TokenOCR never uses."""
     return key.startswith(SKIPPED_PREFIXES) and key not in EMBEDDING_KEYS
@@ -128,152 +118,155 @@ def original_name(name: str) -> str:
     return name
 
 
+# ------------------------------------------------------------------------------------------ configuration
+
+
+def read_original_config(folder: Path) -> dict:
+    """The `config.json` of an original checkpoint folder, checked to be an `internvl_chat` JSON object."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"'{folder}' has no config.json")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"config.json in '{folder}' is not valid JSON: {first_line(error)}") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"config.json in '{folder}' is not a JSON object")
+    if config.get("model_type") != ORIGINAL_MODEL_TYPE:
+        raise CheckpointError(
+            f"config.json in '{folder}' has model_type {config.get('model_type')!r}; an original TokenOCR checkpoint "
+            f"has {ORIGINAL_MODEL_TYPE!r}"
+        )
+    for section in ("vision_config", "llm_config"):
+        if not isinstance(config.get(section) or {}, dict):
+            raise CheckpointError(f"config.json in '{folder}': '{section}' is not a JSON object")
+    return config
+
+
+def tile_size_from_original(original: dict) -> int:
+    """The side of the square tiles an original checkpoint was trained on (`force_image_size`, else `image_size`)."""
+    image_size = (original.get("vision_config") or {}).get("image_size", _ORIGINAL_VISION_DEFAULTS["image_size"])
+    return original.get("force_image_size") or (image_size[0] if isinstance(image_size, list) else image_size)
+
+
+def processor_settings_from_original(original: dict) -> dict:
+    """`TokenOCRImageProcessor` arguments for an original checkpoint: its tile size and the quick start's tiling."""
+    return {"size": tile_size_from_original(original), **QUICK_START_TILING}
+
+
+def _declared_widths(original: dict) -> dict:
+    llm = original.get("llm_config") or {}
+    return {
+        "hidden_size": llm.get("hidden_size", original.get("hidden_size")),
+        "vocab_size": llm.get("vocab_size", original.get("vocab_size")),
+    }
+
+
+def tokenocr_config_from_original(original: dict, shapes: dict[str, tuple[int, ...]], embedding_key: str) -> TokenOCRConfig:
+    """
+    A `TokenOCRConfig` from an original `config.json` and the shapes of the checkpoint's tensors: the widths are read
+    from the weights and checked against what the config declares.
+    """
+    vision = {**_ORIGINAL_VISION_DEFAULTS, **(original.get("vision_config") or {})}
+    vocab_size, hidden_size = shapes[embedding_key]
+    for name, from_weights in (("hidden_size", hidden_size), ("vocab_size", vocab_size)):
+        declared = _declared_widths(original)[name]
+        if declared is not None and declared != from_weights:
+            raise CheckpointError(
+                f"config.json says {name}={declared} but '{embedding_key}' has shape {list(shapes[embedding_key])}"
+            )
+    upsample_shape = shapes.get("upsample.0.weight")
+    if upsample_shape is None:
+        raise CheckpointError("missing tensor 'upsample.0.weight'")
+    if len(upsample_shape) != 4:
+        raise CheckpointError(f"tensor 'upsample.0.weight' has shape {list(upsample_shape)}, expected 4 dimensions")
+    try:
+        return TokenOCRConfig(
+            vision_config={
+                "hidden_size": vision["hidden_size"],
+                "num_hidden_layers": vision["num_hidden_layers"],
+                "num_attention_heads": vision["num_attention_heads"],
+                "intermediate_size": vision["intermediate_size"],
+                "hidden_act": vision["hidden_act"],
+                "layer_norm_eps": vision["layer_norm_eps"],
+                "norm_type": vision["norm_type"],
+                "attention_bias": bool(vision["qkv_bias"]),
+                "use_qk_norm": bool(vision["qk_normalization"]),
+                "image_size": vision["image_size"],
+                "patch_size": vision["patch_size"],
+                "num_channels": vision["num_channels"],
+                "attention_dropout": vision["attention_dropout"],
+                "initializer_range": vision["initializer_range"],
+                "layer_scale_init_value": vision["initializer_factor"],
+            },
+            hidden_size=hidden_size,
+            vocab_size=vocab_size,
+            pad_token_id=2,
+            upsampler_hidden_size=upsample_shape[1],
+            vision_feature_layer=original.get("select_layer", -1),
+            architectures=["TokenOCRModel"],
+        )
+    except (ValueError, TypeError, ArithmeticError) as error:
+        raise CheckpointError(f"config.json does not describe a TokenOCR model: {first_line(error)}") from error
+
+
+# --------------------------------------------------------------------------------------------- the folder
+
+
 class OriginalCheckpoint:
     """
-    Lazy view of an original checkpoint folder: its config and where each tensor lives. Tensors are only read
-    when asked for, unused ones never; pickled `.bin` files are read with `torch.load(weights_only=True)`.
+    An original checkpoint folder: its config and where each tensor lives. Tensors are only read when asked for,
+    unused ones never; pickled `.bin` files are read with `torch.load(weights_only=True)`; every weight file must
+    lie inside the folder.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_dir():
             raise CheckpointError(f"checkpoint folder '{self.path}' does not exist")
-        config_file = self.path / "config.json"
-        if not config_file.is_file():
-            raise CheckpointError(f"'{self.path}' has no config.json")
-        try:
-            self.config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"config.json in '{self.path}' is not valid JSON: {error}") from error
-        model_type = self.config.get("model_type")
-        if model_type != ORIGINAL_MODEL_TYPE:
-            raise CheckpointError(
-                f"config.json in '{self.path}' has model_type {model_type!r}; an original TokenOCR checkpoint has "
-                f"{ORIGINAL_MODEL_TYPE!r}"
-            )
-        self.weight_map = self._find_weights()
-        self._tensor_info = None
+        self.config = read_original_config(self.path)
+        self._weights = find_weight_files(self.path)
 
-    def _find_weights(self) -> dict[str, Path]:
-        for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-            index_file = self.path / index_name
-            if index_file.is_file():
-                try:
-                    weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
-                except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as error:
-                    raise CheckpointError(f"'{index_file}' is not a valid weight index: {error}") from error
-                # Only shards holding tensors TokenOCR keeps must be present; the rest are never opened.
-                for shard in sorted({shard for key, shard in weight_map.items() if not is_skipped(key)}):
-                    if not (self.path / shard).is_file():
-                        raise CheckpointError(f"weight shard '{shard}' listed in {index_name} is missing")
-                return {key: self.path / shard for key, shard in weight_map.items()}
-        for single in ("model.safetensors", "pytorch_model.bin"):
-            file = self.path / single
-            if file.is_file():
-                return {key: file for key in self._keys_of(file)}
-        raise CheckpointError(
-            f"'{self.path}' holds no weights (looked for model.safetensors, pytorch_model.bin and their .index.json)"
-        )
-
-    @staticmethod
-    def _open_bin(file: Path) -> dict[str, torch.Tensor]:
-        try:
-            try:
-                return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as error:
-                if "mmap" not in str(error):
-                    raise
-                return torch.load(file, map_location="cpu", weights_only=True)  # legacy non-zip format
-        except Exception as error:  # noqa: BLE001 - any failure to unpickle is a bad checkpoint
-            raise CheckpointError(f"cannot read weight file '{file.name}': {error}".splitlines()[0]) from error
-
-    def _keys_of(self, file: Path) -> list[str]:
-        if file.suffix == ".safetensors":
-            try:
-                with safe_open(file, framework="pt") as handle:
-                    return list(handle.keys())
-            except Exception as error:  # noqa: BLE001
-                raise CheckpointError(f"cannot read weight file '{file.name}': {error}") from error
-        return list(self._open_bin(file).keys())
+    @cached_property
+    def weight_map(self) -> dict[str, Path]:
+        """Original tensor name -> the weight file that holds it."""
+        if isinstance(self._weights, dict):
+            return self._weights
+        with WeightFile(self._weights) as weights:
+            return {key: self._weights for key in weights.keys()}
 
     def kept_keys(self) -> list[str]:
         """Original names of the tensors TokenOCR keeps (everything but known unused parts)."""
         return [key for key in self.weight_map if not is_skipped(key)]
 
-    def shards_needed(self) -> list[Path]:
-        """The weight files holding at least one kept tensor, in order."""
-        return sorted({self.weight_map[key] for key in self.kept_keys()})
-
-    def read_order(self, keys=None) -> list[str]:
-        """`keys` (default: the kept ones) in the order they are read: by weight file, then by name."""
-        wanted = set(self.kept_keys() if keys is None else keys)
-        return sorted(wanted, key=lambda key: (self.weight_map[key], key))
-
-    def iter_tensors(self, keys=None) -> Iterator[tuple[str, torch.Tensor]]:
-        """
-        Yield `(original_name, tensor)` for `keys` (default: the kept ones) in `read_order`, one weight file at a
-        time. Tensors from `.bin` files may be memory-mapped views: copy them to keep them past the next file.
-        """
+    def read_order(self) -> dict[Path, list[str]]:
+        """The kept tensors grouped by weight file, files and names sorted: the order they are read in."""
         by_file: dict[Path, list[str]] = {}
-        for key in self.read_order(keys):
+        for key in sorted(self.kept_keys(), key=lambda key: (self.weight_map[key], key)):
             by_file.setdefault(self.weight_map[key], []).append(key)
-        for file, names in by_file.items():
-            if file.suffix == ".safetensors":
-                try:
-                    with safe_open(file, framework="pt") as handle:
-                        available = set(handle.keys())
-                        for name in names:
-                            if name not in available:
-                                raise CheckpointError(f"tensor '{name}' is missing from '{file.name}'")
-                            yield name, handle.get_tensor(name)
-                except CheckpointError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - truncated or corrupt file
-                    raise CheckpointError(f"cannot read weight file '{file.name}': {error}") from error
-            else:
-                state = self._open_bin(file)
-                for name in names:
-                    if name not in state:
-                        raise CheckpointError(f"tensor '{name}' is missing from '{file.name}'")
-                    yield name, state[name]  # memory-mapped where the format allows: read when touched
-                del state
+        return by_file
 
+    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """
+        Yield `(original_name, tensor)` for the kept tensors in `read_order`, one weight file open at a time. Tensors
+        from `.bin` files may be memory-mapped views: copy them to keep them past the next file.
+        """
+        yield from iter_file_tensors(self.read_order())
+
+    @cached_property
     def tensor_info(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """`(shape, dtype)` of each kept tensor, from file headers (safetensors) or memory maps (.bin); read once."""
-        if self._tensor_info is None:
-            self._tensor_info = self._read_tensor_info()
-        return self._tensor_info
-
-    def _read_tensor_info(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """`(shape, dtype)` of each kept tensor, from file headers (safetensors) or memory maps (.bin)."""
         info = {}
-        kept = set(self.kept_keys())
-        for file in self.shards_needed():
-            if file.suffix == ".safetensors":
-                try:
-                    with safe_open(file, framework="pt") as handle:
-                        for name in handle.keys():
-                            if name in kept:
-                                piece = handle.get_slice(name)
-                                info[name] = (tuple(piece.get_shape()), SAFETENSORS_DTYPES[piece.get_dtype()])
-                except Exception as error:  # noqa: BLE001
-                    raise CheckpointError(f"cannot read weight file '{file.name}': {error}") from error
-            else:
-                state = self._open_bin(file)
-                for name, tensor in state.items():
-                    if name in kept:
-                        if not isinstance(tensor, torch.Tensor):
-                            raise CheckpointError(f"'{name}' in '{file.name}' is not a tensor")
-                        info[name] = (tuple(tensor.shape), tensor.dtype)
-                del state
-        for name in kept:
-            if name not in info:
-                raise CheckpointError(f"tensor '{name}' is missing from '{self.weight_map[name].name}'")
+        for file, names in self.read_order().items():
+            with WeightFile(file) as weights:
+                available = set(weights.keys())
+                for name in names:
+                    if name not in available:
+                        raise CheckpointError(f"tensor '{name}' is missing from '{file.name}'")
+                    info[name] = weights.info(name)
         return info
 
-    def source_dtype(self) -> torch.dtype:
-        """The floating dtype of the stored weights (that of the embedding table)."""
-        return self.tensor_info()[self.embedding_key()][1]
-
+    @cached_property
     def embedding_key(self) -> str:
         found = [key for key in EMBEDDING_KEYS if key in self.weight_map]
         if not found:
@@ -282,105 +275,74 @@ class OriginalCheckpoint:
             raise CheckpointError(f"the checkpoint holds two token-embedding tables: {', '.join(found)}")
         return found[0]
 
+    def source_dtype(self) -> torch.dtype:
+        """The dtype of the stored weights (that of the embedding table)."""
+        return self.tensor_info[self.embedding_key][1]
+
     def tokenocr_config(self) -> TokenOCRConfig:
         """A `TokenOCRConfig` from config.json, with the widths read from the weights and checked against it."""
-        shapes = {name: shape for name, (shape, _) in self.tensor_info().items()}
-        original = self.config
-        vision = {**_ORIGINAL_VISION_DEFAULTS, **(original.get("vision_config") or {})}
-        table = self.embedding_key()
-        vocab_size, hidden_size = shapes[table]
-        llm = original.get("llm_config") or {}
-        declared = {
-            "hidden_size": llm.get("hidden_size", original.get("hidden_size")),
-            "vocab_size": llm.get("vocab_size", original.get("vocab_size")),
-        }
-        for name, from_weights in (("hidden_size", hidden_size), ("vocab_size", vocab_size)):
-            if declared[name] is not None and int(declared[name]) != from_weights:
-                raise CheckpointError(
-                    f"config.json says {name}={declared[name]} but '{table}' has shape {list(shapes[table])}"
-                )
-        if "upsample.0.weight" not in shapes:
-            raise CheckpointError("missing tensor 'upsample.0.weight'")
-        upsample_shape = shapes["upsample.0.weight"]
-        if len(upsample_shape) != 4:
-            raise CheckpointError(f"tensor 'upsample.0.weight' has shape {list(upsample_shape)}, expected 4 dimensions")
-        image_size = vision["image_size"]
-        tile_size = original.get("force_image_size") or (image_size[0] if isinstance(image_size, list) else image_size)
-        try:
-            return TokenOCRConfig(
-                vision_config={
-                    "hidden_size": vision["hidden_size"],
-                    "num_hidden_layers": vision["num_hidden_layers"],
-                    "num_attention_heads": vision["num_attention_heads"],
-                    "intermediate_size": vision["intermediate_size"],
-                    "hidden_act": vision["hidden_act"],
-                    "layer_norm_eps": vision["layer_norm_eps"],
-                    "norm_type": vision["norm_type"],
-                    "attention_bias": bool(vision["qkv_bias"]),
-                    "use_qk_norm": bool(vision["qk_normalization"]),
-                    "image_size": image_size,
-                    "patch_size": vision["patch_size"],
-                    "num_channels": vision["num_channels"],
-                    "attention_dropout": vision["attention_dropout"],
-                    "initializer_range": vision["initializer_range"],
-                    "layer_scale_init_value": vision["initializer_factor"],
-                },
-                hidden_size=hidden_size,
-                vocab_size=vocab_size,
-                pad_token_id=2,
-                upsampler_hidden_size=upsample_shape[1],
-                vision_feature_layer=original.get("select_layer", -1),
-                tile_size=tile_size,
-                min_tiles=QUICK_START_MIN_TILES,
-                max_tiles=QUICK_START_MAX_TILES,
-                use_thumbnail=QUICK_START_USE_THUMBNAIL,
-                architectures=["TokenOCRModel"],
-            )
-        except (ValueError, TypeError) as error:
-            raise CheckpointError(f"config.json in '{self.path}' does not describe a TokenOCR model: {error}") from error
+        shapes = {name: shape for name, (shape, _) in self.tensor_info.items()}
+        return tokenocr_config_from_original(self.config, shapes, self.embedding_key)
+
+    def processor(self) -> TokenOCRProcessor:
+        """The processor for this checkpoint: its tiling and its tokenizer."""
+        image_processor = TokenOCRImageProcessor(**processor_settings_from_original(self.config))
+        return TokenOCRProcessor(image_processor=image_processor, tokenizer=convert_tokenizer(self.path))
 
 
-def expected_shapes(config: TokenOCRConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of a `TokenOCRModel` built from `config`, without allocating it."""
+# ------------------------------------------------------------------------------------------------ weights
+
+
+def expected_tensors(config: TokenOCRConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor of a `TokenOCRModel` built from `config`, without allocating it."""
     with torch.device("meta"):
         model = TokenOCRModel(config)
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()}
 
 
-def conversion_plan(
+def _check_tensor(key: str, names: list[str], shape: tuple, stored: torch.dtype, expected: dict) -> tuple:
+    """The per-name shape of original tensor `key` after checking it against the model; raises naming the problem."""
+    if len(names) == 3:
+        if not shape or shape[0] % 3:
+            raise CheckpointError(f"tensor '{key}' has shape {list(shape)}, which does not split into q, k and v")
+        shape = (shape[0] // 3, *shape[1:])
+    if key in ("t_prime", "b") and shape in ((), (1,)):
+        shape = ()
+    for name in names:
+        if name not in expected:
+            raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
+        want_shape, want_dtype = expected[name]
+        if tuple(shape) != want_shape:
+            raise CheckpointError(
+                f"tensor '{key}' has shape {list(shape if len(names) == 1 else (shape[0] * 3, *shape[1:]))}, "
+                f"expected {list(want_shape if len(names) == 1 else (want_shape[0] * 3, *want_shape[1:]))}"
+            )
+        if stored.is_floating_point != want_dtype.is_floating_point:
+            kind = "a floating-point" if want_dtype.is_floating_point else "an integer"
+            raise CheckpointError(f"tensor '{key}' is stored as {stored}, expected {kind} tensor")
+    return tuple(shape)
+
+
+def plan_conversion(
     checkpoint: OriginalCheckpoint, config: TokenOCRConfig, dtype: torch.dtype | None
-) -> list[tuple[str, list[tuple[str, tuple[int, ...], torch.dtype]]]]:
+) -> dict[str, list[tuple[str, tuple[int, ...], torch.dtype]]]:
     """
-    What converting the checkpoint produces, without reading any tensor data: for each original tensor in read
-    order, the TokenOCR `(name, shape, dtype)` it becomes. Checks that every tensor TokenOCR needs is there with
-    the right shape and that nothing unexpected is.
+    What converting the checkpoint produces, without reading any tensor data: for each original tensor, in read
+    order, the TokenOCR `(name, shape, dtype)` entries it becomes (three for a fused qkv). Checks that every tensor
+    TokenOCR needs is there with the right shape and kind of dtype, and that nothing unexpected is.
     """
-    expected = expected_shapes(config)
-    info = checkpoint.tensor_info()
-    plan, produced = [], {}
-    for key in checkpoint.read_order():
-        shape, stored = info[key]
+    expected = expected_tensors(config)
+    plan, produced = {}, set()
+    for key in (key for names in checkpoint.read_order().values() for key in names):
+        shape, stored = checkpoint.tensor_info[key]
         names = rename_key(key)
         if names is None:
             raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
+        shape = _check_tensor(key, names, shape, stored, expected)
         out_dtype = dtype if dtype is not None and stored.is_floating_point else stored
-        if len(names) == 3:
-            if not shape or shape[0] % 3:
-                raise CheckpointError(f"tensor '{key}' has shape {list(shape)}, which does not split into q, k and v")
-            shape = (shape[0] // 3, *shape[1:])
-        for name in names:
-            if name not in expected:
-                raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
-            want = expected[name]
-            if key in ("t_prime", "b") and shape in ((), (1,)):
-                shape = ()
-            if tuple(shape) != want:
-                original_shape = list(info[key][0])
-                raise CheckpointError(f"tensor '{key}' has shape {original_shape}, expected {list(want)}"
-                                      + (" per q/k/v block" if len(names) == 3 else ""))
-            produced[name] = key
-        plan.append((key, [(name, tuple(shape), out_dtype) for name in names]))
-    missing = sorted({original_name(name) for name in set(expected) - set(produced)})
+        plan[key] = [(name, shape, out_dtype) for name in names]
+        produced.update(names)
+    missing = sorted({original_name(name) for name in set(expected) - produced})
     if missing:
         listed = ", ".join(f"'{name}'" for name in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -388,129 +350,33 @@ def conversion_plan(
     return plan
 
 
-def check_and_convert(
-    checkpoint: OriginalCheckpoint, config: TokenOCRConfig, dtype: torch.dtype | None, copy: bool = True
+def convert_tensors(
+    checkpoint: OriginalCheckpoint, plan: dict, copy: bool = True
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """
-    Yield TokenOCR `(name, tensor)` pairs in `conversion_plan` order, one weight file at a time, after the plan's
-    checks. With `copy=False` a tensor may be a view of a memory-mapped file, valid until the next one is yielded.
+    Yield TokenOCR `(name, tensor)` pairs following `plan` (from `plan_conversion`), one weight file at a time. With
+    `copy=False` a tensor may be a view of a memory-mapped file, valid until the next one is yielded.
     """
-    plan = dict(conversion_plan(checkpoint, config, dtype))
     for key, tensor in checkpoint.iter_tensors():
-        for (name, shape, out_dtype), converted in zip(plan[key], _split(key, tensor)):
+        parts = tensor.chunk(3, dim=0) if len(plan[key]) == 3 else [tensor]
+        for (name, shape, out_dtype), part in zip(plan[key], parts):
             try:
-                converted = converted.reshape(shape).to(out_dtype, copy=copy)
+                converted = part.reshape(shape).to(out_dtype, copy=copy)
             except Exception as error:  # noqa: BLE001 - a truncated memory map shows up on first touch
-                raise CheckpointError(f"cannot read tensor '{key}' from '{checkpoint.weight_map[key].name}': {error}") from error
+                raise CheckpointError(
+                    f"cannot read tensor '{key}' from '{checkpoint.weight_map[key].name}': {first_line(error)}"
+                ) from error
             yield name, converted
 
 
-def _split(key: str, tensor: torch.Tensor) -> list[torch.Tensor]:
-    return list(tensor.chunk(3, dim=0)) if ".attn.qkv." in key else [tensor]
-
-
-def convert_tokenizer(path: str | os.PathLike):
-    """
-    A fast tokenizer (`PreTrainedTokenizerFast`) equivalent to the checkpoint's SentencePiece `tokenizer.model`:
-    same ids as `SentencePieceProcessor.encode`, same special tokens and BOS behaviour as the original
-    `InternLM2Tokenizer`. Needs `sentencepiece` (or `protobuf`) to read the model file.
-    """
-    from tokenizers import AddedToken
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
-
-    path = Path(path)
-    model_file = path / "tokenizer.model"
-    if not model_file.is_file():
-        raise CheckpointError(f"'{path}' has no tokenizer.model")
-    try:
-        model_pb2 = import_protobuf()
-    except ImportError as error:
-        raise ImportError(
-            "Reading tokenizer.model needs sentencepiece and protobuf: pip install 'tokenocr[convert]'"
-        ) from error
-    proto = model_pb2.ModelProto()
-    try:
-        proto.ParseFromString(model_file.read_bytes())
-    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise CheckpointError(f"tokenizer.model in '{path}' is not a SentencePiece model: {error}") from error
-    if not proto.pieces:
-        raise CheckpointError(f"tokenizer.model in '{path}' is not a SentencePiece model (no pieces)")
-    vocab = {piece.piece: index for index, piece in enumerate(proto.pieces)}
-    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
-    if backend is None:
-        raise CheckpointError(f"tokenizer.model in '{path}' uses an unsupported SentencePiece model type")
-
-    settings = {}
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        file = path / name
-        if file.is_file():
-            settings.update(json.loads(file.read_text(encoding="utf-8")))
-
-    def token_text(value, default):
-        if isinstance(value, dict):
-            return value.get("content", default)
-        return value if value is not None else default
-
-    pieces = [piece.piece for piece in proto.pieces]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=token_text(settings.get("bos_token"), pieces[proto.trainer_spec.bos_id]),
-        eos_token=token_text(settings.get("eos_token"), pieces[proto.trainer_spec.eos_id]),
-        unk_token=token_text(settings.get("unk_token"), pieces[proto.trainer_spec.unk_id]),
-        pad_token=token_text(settings.get("pad_token"), pieces[proto.trainer_spec.eos_id]),
-        add_bos_token=bool(settings.get("add_bos_token", True)),
-        add_eos_token=bool(settings.get("add_eos_token", False)),
-        clean_up_tokenization_spaces=bool(settings.get("clean_up_tokenization_spaces", False)),
-        model_max_length=int(settings.get("model_max_length", 8192)),
-    )
-    # Tokens the original tokenizer adds after the SentencePiece vocabulary (e.g. chat-template markers).
-    added = settings.get("added_tokens_decoder") or {}
-    for token_id in sorted(added, key=int):
-        spec = added[token_id]
-        if int(token_id) < len(pieces):
-            continue
-        tokenizer.add_tokens(
-            [
-                AddedToken(
-                    spec["content"],
-                    special=bool(spec.get("special", False)),
-                    normalized=bool(spec.get("normalized", False)),
-                    lstrip=bool(spec.get("lstrip", False)),
-                    rstrip=bool(spec.get("rstrip", False)),
-                    single_word=bool(spec.get("single_word", False)),
-                )
-            ],
-            special_tokens=bool(spec.get("special", False)),
-        )
-        if tokenizer.convert_tokens_to_ids(spec["content"]) != int(token_id):
-            raise CheckpointError(
-                f"added token {spec['content']!r} should have id {token_id} but the vocabulary puts it elsewhere"
-            )
-    return tokenizer
-
-
-def _resolve_dtype(dtype, checkpoint: OriginalCheckpoint) -> torch.dtype:
+def resolve_dtype(dtype, checkpoint: OriginalCheckpoint) -> torch.dtype:
+    """`dtype` (a torch dtype, its name, `"auto"` or `None` for the stored one) as a supported torch dtype."""
     if dtype is None or dtype == "auto":
-        return checkpoint.source_dtype()
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16, float16 or auto, got {dtype!r}")
-        return getattr(torch, dtype)
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be float32, bfloat16, float16 or auto, got {dtype}")
-    return dtype
-
-
-def build_processor(checkpoint: OriginalCheckpoint, config: TokenOCRConfig) -> TokenOCRProcessor:
-    """The processor for an original checkpoint: its tiling and its tokenizer."""
-    image_processor = TokenOCRImageProcessor(
-        size=config.tile_size,
-        min_tiles=config.min_tiles,
-        max_tiles=config.max_tiles,
-        use_thumbnail=config.use_thumbnail,
-    )
-    return TokenOCRProcessor(image_processor=image_processor, tokenizer=convert_tokenizer(checkpoint.path))
+        dtype = checkpoint.source_dtype()
+    name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or auto, got {dtype!r}")
+    return getattr(torch, name)
 
 
 def load_original(path: str | os.PathLike, dtype: torch.dtype | str | None = torch.float32):
@@ -532,19 +398,19 @@ def load_original(path: str | os.PathLike, dtype: torch.dtype | str | None = tor
 
     Raises:
         CheckpointError (a `ValueError`): missing config or weights, wrong `model_type`, a missing, unexpected or
-            wrongly shaped tensor, a truncated weight file, a missing or unreadable `tokenizer.model`.
+            wrongly shaped tensor, a truncated weight file, a weight file outside the folder, a missing or
+            unreadable `tokenizer.model`.
     """
     checkpoint = OriginalCheckpoint(path)
     config = checkpoint.tokenocr_config()
-    dtype = _resolve_dtype(dtype, checkpoint)
-    state_dict = dict(check_and_convert(checkpoint, config, dtype))
+    dtype = resolve_dtype(dtype, checkpoint)
+    state_dict = dict(convert_tensors(checkpoint, plan_conversion(checkpoint, config, dtype)))
     with torch.device("meta"):
         model = TokenOCRModel(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.config.dtype = dtype
     model.eval()
-    processor = build_processor(checkpoint, config)
-    return model, processor
+    return model, checkpoint.processor()
 
 
 __all__ = ["CheckpointError", "OriginalCheckpoint", "load_original", "convert_tokenizer", "rename_key"]

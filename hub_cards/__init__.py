@@ -1,0 +1,5 @@
+"""
+`tokenocr.hub_cards`: model-card templates (`string.Template` Markdown) that `tokenocr-convert` renders into a
+converted folder's `README.md`: one per released variant, a generic one, and `_usage.md`, the usage section they
+share. Package data only.
+"""

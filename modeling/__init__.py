@@ -1,7 +1,28 @@
-"""TokenOCR configuration and model (also shipped flat as a converted folder's remote code)."""
+"""
+`tokenocr.modeling`: `TokenOCRConfig` and `TokenOCRModel`.
 
-from .configuration_tokenocr import TokenOCRConfig
-from .modeling_tokenocr import TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel
+The `*_tokenocr.py` files here are also a converted hub folder's remote code (the converter copies them flat), so
+they import only each other (relatively), transformers, torch, PIL, numpy and huggingface_hub. This `__init__.py` is
+package-only: it loads its names on first use, so that `import tokenocr` stays instant.
+"""
+
+from typing import TYPE_CHECKING
+
+from tokenocr._lazy import lazy_exports
 
 
-__all__ = ["TokenOCRConfig", "TokenOCRModel", "TokenOCROutput", "TokenOCRPreTrainedModel"]
+# The files of this folder that a converted hub folder carries as its remote code.
+REMOTE_CODE_FILES = ("configuration_tokenocr.py", "modeling_tokenocr.py")
+
+_EXPORTS = {
+    "TokenOCRConfig": "configuration_tokenocr",
+    "TokenOCRModel": "modeling_tokenocr",
+    "TokenOCROutput": "modeling_tokenocr",
+    "TokenOCRPreTrainedModel": "modeling_tokenocr",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .configuration_tokenocr import TokenOCRConfig
+    from .modeling_tokenocr import TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel

@@ -13,7 +13,9 @@ class TokenOCRConfig(PreTrainedConfig):
     r"""
     Configuration of a [`TokenOCRModel`]: an InternViT vision tower, a 4x transposed-convolution upsampler, a
     projector into the token-embedding space, and the token-embedding table of the language model TokenOCR was
-    trained against. Every width of the model is read from here.
+    trained against. Every width of the model is read from here. How images are cut into tiles (tile size, number of
+    tiles, thumbnail) is the image processor's business and lives in its own configuration
+    ([`TokenOCRImageProcessor`]), not here.
 
     Args:
         vision_config (`dict` or `InternVLVisionConfig`, *optional*):
@@ -35,14 +37,6 @@ class TokenOCRConfig(PreTrainedConfig):
             Epsilon of the projector's LayerNorm.
         batch_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the upsampler's BatchNorm layers.
-        tile_size (`int`, *optional*, defaults to 448):
-            Side of the square tiles an image is cut into.
-        min_tiles (`int`, *optional*, defaults to 1):
-            Fewest tiles dynamic tiling may choose.
-        max_tiles (`int`, *optional*, defaults to 12):
-            Most tiles dynamic tiling may choose.
-        use_thumbnail (`bool`, *optional*, defaults to `True`):
-            Whether a thumbnail of the whole image is added after the tiles when there is more than one tile.
         logit_scale_init_value (`float`, *optional*, defaults to `log(10)`):
             Initial value of `logit_scale` (the original's `t_prime`, a log temperature).
         logit_bias_init_value (`float`, *optional*, defaults to -2.71):
@@ -70,10 +64,6 @@ class TokenOCRConfig(PreTrainedConfig):
     vision_feature_layer: int = -1
     projector_layer_norm_eps: float = 1e-5
     batch_norm_eps: float = 1e-5
-    tile_size: int = 448
-    min_tiles: int = 1
-    max_tiles: int = 12
-    use_thumbnail: bool = True
     logit_scale_init_value: float = math.log(10)
     logit_bias_init_value: float = -2.71
     initializer_range: float = 0.02
@@ -85,7 +75,7 @@ class TokenOCRConfig(PreTrainedConfig):
     def _check_consistency(self):
         """Raise a `ValueError` naming the first pair of settings that cannot describe one model."""
         vision = self.vision_config
-        for name in ("hidden_size", "vocab_size", "upsampler_hidden_size", "tile_size", "min_tiles", "max_tiles"):
+        for name in ("hidden_size", "vocab_size", "upsampler_hidden_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TokenOCRConfig.{name} must be a positive integer, got {value!r}.")
@@ -94,18 +84,19 @@ class TokenOCRConfig(PreTrainedConfig):
                 f"TokenOCRConfig.pad_token_id={self.pad_token_id} is outside the embedding table "
                 f"(vocab_size={self.vocab_size})."
             )
-        if self.min_tiles > self.max_tiles:
-            raise ValueError(f"TokenOCRConfig.min_tiles={self.min_tiles} is larger than max_tiles={self.max_tiles}.")
         if vision.hidden_size % vision.num_attention_heads:
             raise ValueError(
                 f"vision_config.hidden_size={vision.hidden_size} is not divisible by "
                 f"vision_config.num_attention_heads={vision.num_attention_heads}."
             )
-        patch_h, patch_w = vision.patch_size
-        if self.tile_size % patch_h or self.tile_size % patch_w:
+        sizes = {"patch_size": vision.patch_size, "image_size": vision.image_size}
+        for name, value in sizes.items():
+            if not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in value):
+                raise ValueError(f"vision_config.{name} must be positive integers, got {list(value)}.")
+        if any(image % patch for image, patch in zip(vision.image_size, vision.patch_size)):
             raise ValueError(
-                f"TokenOCRConfig.tile_size={self.tile_size} is not a multiple of the vision patch size "
-                f"{tuple(vision.patch_size)}."
+                f"vision_config.image_size={list(vision.image_size)} is not a multiple of "
+                f"vision_config.patch_size={list(vision.patch_size)}."
             )
         num_hidden_states = vision.num_hidden_layers + 1
         if not -num_hidden_states <= self.vision_feature_layer < num_hidden_states:
@@ -118,11 +109,6 @@ class TokenOCRConfig(PreTrainedConfig):
     def num_vision_layers_used(self) -> int:
         """How many vision-tower layers must run to produce hidden state `vision_feature_layer`."""
         return self.vision_feature_layer % (self.vision_config.num_hidden_layers + 1)
-
-    @property
-    def feature_side(self) -> int:
-        """Side of one tile's feature map: 4x the patch grid (the upsampler doubles it twice)."""
-        return 4 * (self.tile_size // self.vision_config.patch_size[0])
 
 
 __all__ = ["TokenOCRConfig"]

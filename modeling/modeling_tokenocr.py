@@ -78,10 +78,8 @@ class TokenOCRPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["InternVLVisionLayer"]
+    # Only what the tests exercise: eager and SDPA attention (tests/test_modeling.py::test_sdpa_equals_eager).
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -117,14 +115,30 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         self.embed_tokens = value
 
     def _vision_hidden_state(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The vision tower's hidden state `config.vision_feature_layer`; layers after it are not run."""
+        """The vision tower's hidden state `config.vision_feature_layer`, class token included."""
+        # InternVLVisionModel.forward always runs every layer (and would return the state we need only among all
+        # hidden states); running its embeddings and the first layers ourselves skips the layers after the selected
+        # one, which the original computes and throws away. Each layer is a transformers `GradientCheckpointingLayer`,
+        # so activation checkpointing and the attention implementation work as inside the tower.
         tower = self.vision_tower
         hidden_states = tower.embeddings(pixel_values)
         for layer in tower.encoder.layer[: self.config.num_vision_layers_used]:
             hidden_states = layer(hidden_states)
-            if isinstance(hidden_states, tuple):
-                hidden_states = hidden_states[0]
         return hidden_states
+
+    def _upsampled_feature_map(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """`(num_tiles, channels, height, width)` tiles -> `(num_tiles, vision_width, 4 * grid_h, 4 * grid_w)`."""
+        if pixel_values.dim() != 4:
+            raise ValueError(
+                f"pixel_values must have shape (num_tiles, channels, height, width), got {tuple(pixel_values.shape)}."
+            )
+        dtype = self.vision_tower.embeddings.patch_embeddings.projection.weight.dtype
+        hidden_states = self._vision_hidden_state(pixel_values.to(dtype))[:, 1:, :]
+        num_tiles, _, width = hidden_states.shape
+        patch_h, patch_w = self.config.vision_config.patch_size
+        grid_h, grid_w = pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
+        feature_map = hidden_states.transpose(1, 2).reshape(num_tiles, width, grid_h, grid_w)
+        return self.upsampler(feature_map)
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         r"""
@@ -138,19 +152,8 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             `torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`: one feature per location of
             the 4x upsampled patch grid, row-major (`num_locations = (4 * tile_size / patch_size) ** 2`).
         """
-        if pixel_values.dim() != 4:
-            raise ValueError(
-                f"pixel_values must have shape (num_tiles, channels, height, width), got {tuple(pixel_values.shape)}."
-            )
-        dtype = self.vision_tower.embeddings.patch_embeddings.projection.weight.dtype
-        hidden_states = self._vision_hidden_state(pixel_values.to(dtype))[:, 1:, :]
-        num_tiles, _, width = hidden_states.shape
-        patch_h, patch_w = self.config.vision_config.patch_size
-        grid_h, grid_w = pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
-        feature_map = hidden_states.transpose(1, 2).reshape(num_tiles, width, grid_h, grid_w)
-        feature_map = self.upsampler(feature_map)
-        features = feature_map.flatten(2).transpose(1, 2)
-        return self.projector(features)
+        feature_map = self._upsampled_feature_map(pixel_values)
+        return self.projector(feature_map.flatten(2).transpose(1, 2))
 
     def get_text_features(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
         r"""
@@ -165,13 +168,55 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         """
         return self.embed_tokens(input_ids)
 
+    def get_similarity(
+        self,
+        pixel_values: torch.FloatTensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        locations_per_chunk: int = 4096,
+    ) -> torch.FloatTensor:
+        r"""
+        Cosine similarity between query tokens and every location of every tile, computed without holding the
+        `(num_tiles, num_locations, hidden_size)` features: the projector, the normalisation and the scoring run
+        over `locations_per_chunk` locations at a time. Equal to `forward(...).similarity` up to float rounding.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
+                Normalised tiles.
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)` or `(sequence_length,)`):
+                Query token ids.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                0 at padded query positions, whose similarity is set to 0.
+            locations_per_chunk (`int`, *optional*, defaults to 4096):
+                Locations projected and scored at once; bounds the working memory.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`.
+        """
+        if locations_per_chunk < 1:
+            raise ValueError(f"locations_per_chunk must be at least 1, got {locations_per_chunk}.")
+        input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
+        locations = self._upsampled_feature_map(pixel_values).flatten(2).transpose(1, 2)  # (tiles, L, width)
+        text = _unit_vectors(self.get_text_features(input_ids))
+        similarity = None
+        for start in range(0, locations.shape[1], locations_per_chunk):
+            features = _unit_vectors(self.projector(locations[:, start : start + locations_per_chunk]))
+            chunk = torch.einsum("btd,nld->btnl", text.to(features.device, features.dtype), features)
+            if similarity is None:
+                similarity = chunk.new_empty((*chunk.shape[:3], locations.shape[1]))
+            similarity[..., start : start + chunk.shape[-1]] = chunk
+        return _mask_padding(similarity, attention_mask, 0.0)
+
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
         input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        grid_cols_rows: torch.LongTensor | None = None,
+        num_tiles: torch.LongTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
     ) -> TokenOCROutput | tuple:
         r"""
         Args:
@@ -179,9 +224,15 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
                 Normalised tiles. Not needed when `image_embeds` is given.
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
                 Query token ids.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                0 at padded query positions (as the processor pads several queries): their `similarity` is 0 and
+                their `logits` the lowest finite value, so padding never looks like a match and never gives NaN.
             image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
                 Features from an earlier `get_image_features` call, to score new queries without running the
                 vision tower again.
+            grid_cols_rows, num_tiles, image_sizes (*optional*):
+                The processor's per-image bookkeeping, accepted so that `model(**processor(...))` works; stitching
+                the tiles back needs them (`TokenOCRProcessor.post_process_similarity`), the model does not.
 
         Returns:
             [`TokenOCROutput`], or a tuple `(similarity, logits, image_embeds, text_embeds)` when
@@ -198,17 +249,38 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             input_ids = input_ids.unsqueeze(0)
         text_embeds = self.get_text_features(input_ids)
 
-        image_normed = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
-        text_normed = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
-        text_normed = text_normed.to(image_normed.device, image_normed.dtype)
+        image_normed = _unit_vectors(image_embeds)
+        text_normed = _unit_vectors(text_embeds).to(image_normed.device, image_normed.dtype)
         similarity = torch.einsum("btd,nld->btnl", text_normed, image_normed)
         logit_scale = self.logit_scale.to(similarity.device, similarity.dtype)
         logits = similarity * logit_scale.exp() + self.logit_bias.to(similarity.device, similarity.dtype)
+        similarity = _mask_padding(similarity, attention_mask, 0.0)
+        logits = _mask_padding(logits, attention_mask, torch.finfo(logits.dtype).min)
 
         output = TokenOCROutput(
             similarity=similarity, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds
         )
         return output if return_dict else output.to_tuple()
+
+
+def _unit_vectors(vectors: torch.Tensor) -> torch.Tensor:
+    """`vectors / ||vectors||` along the last dimension; an all-zero vector stays zero instead of becoming NaN."""
+    return torch.nn.functional.normalize(vectors, dim=-1, eps=torch.finfo(vectors.dtype).tiny)
+
+
+def _mask_padding(scores: torch.Tensor, attention_mask: torch.Tensor | None, fill: float) -> torch.Tensor:
+    """Set `scores` `(batch, tokens, ...)` to `fill` where `attention_mask` `(batch, tokens)` is 0."""
+    if attention_mask is None:
+        return scores
+    if attention_mask.dim() == 1:
+        attention_mask = attention_mask.unsqueeze(0)
+    if tuple(attention_mask.shape) != tuple(scores.shape[:2]):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(scores.shape[:2])} "
+            "(batch_size, sequence_length)."
+        )
+    padded = (attention_mask == 0).to(scores.device).reshape(*attention_mask.shape, *[1] * (scores.dim() - 2))
+    return scores.masked_fill(padded, fill)
 
 
 __all__ = ["TokenOCRPreTrainedModel", "TokenOCRModel", "TokenOCROutput"]

@@ -1,16 +1,37 @@
-"""TokenOCR image processor and processor (also shipped flat as a converted folder's remote code)."""
+"""
+`tokenocr.processing`: `TokenOCRImageProcessor`, `TokenOCRProcessor` and the `token-similarity` pipeline.
 
-from .image_processing_tokenocr import TokenOCRImageProcessor
-from .pipeline_tokenocr import TokenSimilarityPipeline, mask_to_boxes, relevance_score
-from .processing_tokenocr import TokenOCRProcessor, prepare_query, stitch_tiles
+The `*_tokenocr.py` files here are also a converted hub folder's remote code (the converter copies them flat), so
+they import only each other (relatively), transformers, torch, PIL, numpy and huggingface_hub. This `__init__.py` is
+package-only: it loads its names on first use, so that `import tokenocr` stays instant.
+"""
+
+from typing import TYPE_CHECKING
+
+from tokenocr._lazy import lazy_exports
 
 
-__all__ = [
-    "TokenOCRImageProcessor",
-    "TokenOCRProcessor",
-    "TokenSimilarityPipeline",
-    "mask_to_boxes",
-    "prepare_query",
-    "relevance_score",
-    "stitch_tiles",
-]
+# The files of this folder that a converted hub folder carries as its remote code.
+REMOTE_CODE_FILES = (
+    "settings_tokenocr.py",
+    "image_processing_tokenocr.py",
+    "processing_tokenocr.py",
+    "pipeline_tokenocr.py",
+)
+
+_EXPORTS = {
+    "TokenOCRImageProcessor": "image_processing_tokenocr",
+    "TokenOCRProcessor": "processing_tokenocr",
+    "TokenSimilarityPipeline": "pipeline_tokenocr",
+    "mask_to_boxes": "pipeline_tokenocr",
+    "prepare_query": "processing_tokenocr",
+    "relevance_score": "pipeline_tokenocr",
+    "stitch_tiles": "processing_tokenocr",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .image_processing_tokenocr import TokenOCRImageProcessor
+    from .pipeline_tokenocr import TokenSimilarityPipeline, mask_to_boxes, relevance_score
+    from .processing_tokenocr import TokenOCRProcessor, prepare_query, stitch_tiles

@@ -1,35 +1,41 @@
 # Copyright 2026 The TokenOCR for Transformers authors.
 # Licensed under the MIT License.
-"""Image processor for TokenOCR: the original dynamic tiling, with each image's tile grid reported."""
+"""Image processor for TokenOCR: the original dynamic tiling, with each image's tile grid reported; image and PDF loading."""
 
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from PIL import Image, ImageOps, UnidentifiedImageError
+from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
+    GotOcr2ImageProcessorKwargs,
+    GotOcr2ImageProcessorPil,
+    get_optimal_tiled_canvas,
+)
 
-
-try:  # transformers >= 5.x keeps the PIL implementation apart from the torchvision one
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
-except ImportError:  # pragma: no cover - older layout
-    from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
+from .settings_tokenocr import DEFAULT_PDF_DPI, MAX_TILES, MIN_TILES, check_tiles, parse_pages
 
 
 # PIL modes holding more than 8 bits per sample; PIL's own convert("RGB") clips them to 255.
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def _describe(image, index: int) -> str:
+def describe_image(image, index: int = 0) -> str:
+    """How an image input is named in messages: its path or file name, else its position."""
     if isinstance(image, (str, os.PathLike)):
-        return f"'{os.fspath(image)}'"
+        return f"'{os.fsdecode(image)}'"
     filename = getattr(image, "filename", None)
     return f"'{filename}'" if filename else f"image {index}"
 
 
 def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
-    """A numpy image (HW, HWC or CHW; uint8, uint16, bool or float in [0, 1] or [0, 255]) as a PIL image."""
+    """
+    A numpy image (HW, HWC or CHW) as a PIL image. uint8 as is; bool as 0/255; uint16 as 16-bit (scaled to 8 bits);
+    any other integer dtype as 0-255 values (clipped); floats as [0, 1] when their maximum is at most 1, else 0-255.
+    """
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -41,183 +47,233 @@ def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} has zero size ({array.shape[1]}x{array.shape[0]} pixels).")
-    if array.dtype == np.uint8:
-        pass
-    elif array.dtype == bool:
+    if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     elif array.dtype == np.uint16:
-        array = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float64)
+        array = np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer):
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contains NaN or infinite values.")
-        scale = 255.0 if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0 else 1.0
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
         array = np.clip(np.round(array * scale), 0, 255).astype(np.uint8)
     else:
         raise ValueError(f"Cannot read {name} as an image: unsupported dtype {array.dtype}.")
     return Image.fromarray(array)
 
 
-def to_rgb_image(image, index: int = 0) -> Image.Image:
+def _tensor_to_numpy(tensor, name: str) -> np.ndarray:
+    if tensor.is_floating_point():
+        tensor = tensor.float()  # numpy has no bfloat16
+    elif tensor.is_complex():
+        raise ValueError(f"Cannot read {name} as an image: complex tensor of dtype {tensor.dtype}.")
+    return tensor.detach().cpu().numpy()
+
+
+def _open_file(location: str, name: str) -> Image.Image:
+    if not os.path.exists(location):
+        raise FileNotFoundError(f"Image file {name} does not exist.")
+    if os.path.isdir(location):
+        raise ValueError(f"{name} is a folder, not an image file.")
+    return _decode(lambda: Image.open(location), name)
+
+
+def _open_url(url: str, name: str) -> Image.Image:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            content = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise ValueError(f"Cannot download image {name}: {error}") from error
+    return _decode(lambda: Image.open(io.BytesIO(content)), name)
+
+
+def _decode(opener, name: str) -> Image.Image:
+    try:
+        image = opener()
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"Image {name} is too large to decode safely ({error}); PIL refuses images above "
+            f"{2 * Image.MAX_IMAGE_PIXELS} pixels."
+        ) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ValueError(f"Cannot read image file {name}: {error}") from error
+    return image
+
+
+def to_rgb_image(image, index: int = 0, apply_exif_orientation: bool = True) -> Image.Image:
     """
     Open `image` (a path, URL, PIL image, numpy array or torch tensor) as a PIL RGB image the way the original
-    TokenOCR code does: PIL's `convert("RGB")`, which drops an alpha channel without compositing it. 16-bit
-    images are rescaled to 8 bits first (PIL alone would clip them to white).
+    TokenOCR code does: PIL's `convert("RGB")`, which drops an alpha channel without compositing it. 16-bit images
+    are rescaled to 8 bits first (PIL alone would clip them to white). With `apply_exif_orientation` (the default,
+    a deliberate difference from the original), a file's or PIL image's EXIF orientation is applied, so a phone
+    photo is processed upright.
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: an unreadable, truncated, empty or zero-size image; the message names it.
+        TypeError: an input of another type.
+        ValueError: an unreadable, truncated, empty, zero-size or too large image, or a URL that cannot be fetched;
+            the message names it.
     """
-    name = _describe(image, index)
+    name = describe_image(image, index)
     if isinstance(image, (str, os.PathLike)):
-        location = os.fspath(image)
-        if location.startswith(("http://", "https://")):
-            from transformers.image_utils import load_image
-
-            image = load_image(location)
-        else:
-            if not os.path.exists(location):
-                raise FileNotFoundError(f"Image file {name} does not exist.")
-            try:
-                image = Image.open(location)
-                image.load()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-                raise ValueError(f"Cannot read image file {name}: {error}") from error
-    elif not isinstance(image, Image.Image):
+        location = os.fsdecode(image)
+        is_url = location.startswith(("http://", "https://"))
+        image = _open_url(location, name) if is_url else _open_file(location, name)
+    elif isinstance(image, Image.Image):
+        image = _decode(lambda: image, name)
+    else:
         if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch.Tensor
-            image = image.detach().cpu().numpy()
+            image = _tensor_to_numpy(image, name)
         if not isinstance(image, np.ndarray):
             raise TypeError(
                 f"{name} is a {type(image).__name__}; expected a path, URL, PIL image, numpy array or torch tensor."
             )
         image = _array_to_pil(image, name)
-    else:
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"Cannot read {name}: {error}") from error
 
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name} has zero size ({image.width}x{image.height} pixels).")
+    if apply_exif_orientation:
+        image = ImageOps.exif_transpose(image)
     if image.mode in _WIDE_INTEGER_MODES:
         image = _array_to_pil(np.asarray(image).astype(np.uint16, copy=False), name)
     return image.convert("RGB")
 
 
-class TokenOCRImageProcessor(BaseImageProcessor):
+def is_pdf(source) -> bool:
+    """Whether `source` is a PDF: a path ending in `.pdf` or bytes starting with the PDF signature."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:5]) == b"%PDF-"
+    return isinstance(source, (str, os.PathLike)) and os.fsdecode(source).lower().endswith(".pdf")
+
+
+def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI) -> Iterator[tuple[int, Image.Image]]:
+    """
+    Render the pages of a PDF (a path, or its bytes) as RGB images, one at a time: yields `(page_number, image)`
+    with 1-based page numbers, for the `pages` selected (`"1-3,7"`, default all) at `dpi` dots per inch. Needs
+    `pypdfium2` (`pip install "tokenocr[pdf]"`).
+
+    Raises:
+        ImportError: pypdfium2 is not installed.
+        ValueError: the PDF is encrypted, damaged or has no pages, or a selected page does not exist.
+    """
+    try:
+        import pypdfium2
+    except ImportError as error:
+        raise ImportError('Reading PDFs needs pypdfium2: pip install "tokenocr[pdf]"') from error
+    name = describe_image(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "given as bytes"
+    if not isinstance(dpi, (int, float)) or not 18 <= dpi <= 1200:
+        raise ValueError(f"dpi must be between 18 and 1200, got {dpi!r}.")
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        raise FileNotFoundError(f"PDF file {name} does not exist.")
+    try:
+        document = pypdfium2.PdfDocument(source if not isinstance(source, os.PathLike) else os.fspath(source))
+    except pypdfium2.PdfiumError as error:
+        raise ValueError(f"Cannot read PDF {name}: {error} (damaged, or encrypted with a password)") from error
+    try:
+        count = len(document)
+        if count == 0:
+            raise ValueError(f"PDF {name} has no pages.")
+        wanted = parse_pages(pages) or [(1, None)]
+        for first, last in wanted:
+            last = count if last is None else last
+            if first > count or last > count:
+                raise ValueError(f"PDF {name} has {count} pages; pages {first}-{last} were asked for.")
+            for number in range(first, last + 1):
+                page = document[number - 1]
+                try:
+                    yield number, page.render(scale=dpi / 72).to_pil().convert("RGB")
+                finally:
+                    page.close()
+    finally:
+        document.close()
+
+
+class TokenOCRImageProcessorKwargs(GotOcr2ImageProcessorKwargs, total=False):
+    r"""
+    min_tiles (`int`, *optional*, defaults to `self.min_tiles`):
+        Fewest tiles per image.
+    max_tiles (`int`, *optional*, defaults to `self.max_tiles`):
+        Most tiles per image (thumbnail not counted).
+    use_thumbnail (`bool`, *optional*, defaults to `self.use_thumbnail`):
+        Whether to append a thumbnail of the whole image when it has more than one tile.
+    apply_exif_orientation (`bool`, *optional*, defaults to `self.apply_exif_orientation`):
+        Whether to turn files and PIL images upright according to their EXIF orientation.
+    """
+
+    min_tiles: int
+    max_tiles: int
+    use_thumbnail: bool
+    apply_exif_orientation: bool
+
+
+class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
     r"""
     Cuts a document image into tiles the way TokenOCR was trained: choose a grid of `cols x rows` tiles (between
     `min_tiles` and `max_tiles`) whose aspect ratio is closest to the image's, resize the image to
     `(cols * tile, rows * tile)` with PIL bicubic, cut the tiles row-major, and append a thumbnail of the whole image
     when there is more than one tile. Tiles are normalised with ImageNet mean and std.
 
-    The grid choice is transformers' GOT-OCR2 `get_optimal_tiled_canvas`, which matches the original.
+    This is transformers' GOT-OCR2 PIL image processor (`crop_to_patches`), whose grid choice, resizing and
+    normalisation give the original's tiles bit for bit, with TokenOCR's own image loading (`to_rgb_image`: PIL's
+    `convert("RGB")` as the original, 16-bit images rescaled, EXIF orientation applied) and each image's grid
+    reported, which stitching the tiles back needs.
 
     Args:
-        size (`dict[str, int]` or `int`, *optional*, defaults to `{"height": 448, "width": 448}`):
-            Tile size.
-        min_tiles (`int`, *optional*, defaults to 1):
-            Fewest tiles per image.
-        max_tiles (`int`, *optional*, defaults to 12):
-            Most tiles per image (thumbnail not counted).
-        use_thumbnail (`bool`, *optional*, defaults to `True`):
-            Whether to append a thumbnail when an image has more than one tile.
-        resample (`PILImageResampling`, *optional*, defaults to `BICUBIC`):
-            Resampling filter for the grid resize and the thumbnail.
-        image_mean (`list[float]`, *optional*, defaults to the ImageNet mean):
-            Per-channel mean subtracted after scaling to [0, 1].
-        image_std (`list[float]`, *optional*, defaults to the ImageNet std):
-            Per-channel standard deviation divided by after subtracting the mean.
+        size (`dict[str, int]` or `int`, *optional*, defaults to `{"height": 448, "width": 448}`): tile size.
+        min_tiles (`int`, *optional*, defaults to 1): fewest tiles per image.
+        max_tiles (`int`, *optional*, defaults to 12): most tiles per image (thumbnail not counted).
+        use_thumbnail (`bool`, *optional*, defaults to `True`): append a thumbnail when an image has several tiles.
+        apply_exif_orientation (`bool`, *optional*, defaults to `True`): apply files' and PIL images' EXIF
+            orientation; `False` reproduces the original, which ignores it.
+        resample, image_mean, image_std: as in transformers' image processors (bicubic, ImageNet mean and std).
     """
 
+    valid_kwargs = TokenOCRImageProcessorKwargs
     model_input_names = ["pixel_values"]
+    size = {"height": 448, "width": 448}
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    resample = PILImageResampling.BICUBIC
+    do_convert_rgb = False  # images arrive as RGB from `to_rgb_image`, with the original's convert("RGB") semantics
+    crop_to_patches = True
+    min_tiles = MIN_TILES
+    max_tiles = MAX_TILES
+    use_thumbnail = True
+    apply_exif_orientation = True
 
-    def __init__(
-        self,
-        size: dict[str, int] | int | None = None,
-        min_tiles: int = 1,
-        max_tiles: int = 12,
-        use_thumbnail: bool = True,
-        resample: PILImageResampling | int = PILImageResampling.BICUBIC,
-        image_mean: Sequence[float] | None = None,
-        image_std: Sequence[float] | None = None,
-        **kwargs,
-    ):
-        for stale in ("_valid_kwargs_names", "_valid_processor_keys", "image_processor_type"):
-            kwargs.pop(stale, None)
-        super().__init__(**kwargs)
-        self.size = self._size_dict(size if size is not None else 448)
-        self.min_tiles = min_tiles
-        self.max_tiles = max_tiles
-        self.use_thumbnail = use_thumbnail
-        self.resample = int(resample)
-        self.image_mean = list(image_mean if image_mean is not None else IMAGENET_DEFAULT_MEAN)
-        self.image_std = list(image_std if image_std is not None else IMAGENET_DEFAULT_STD)
-        self._check_tiling(self.min_tiles, self.max_tiles)
-
-    @staticmethod
-    def _size_dict(size) -> dict[str, int]:
+    def __init__(self, size: dict[str, int] | int | None = None, **kwargs):
+        # Configs saved by older versions may carry the base class's private bookkeeping (`_valid_kwargs_names`,
+        # `_valid_processor_keys`): it describes that version's arguments and must not replace this class's own.
+        kwargs = {key: value for key, value in kwargs.items() if not key.startswith("_")}
         if isinstance(size, int):
             size = {"height": size, "width": size}
-        if not isinstance(size, dict) or set(size) != {"height", "width"} or min(size.values()) < 1:
+        if size is not None and (not isinstance(size, dict) or set(size) != {"height", "width"} or min(size.values()) < 1):
             raise ValueError(f"size must be a positive int or {{'height': H, 'width': W}}, got {size!r}.")
-        return {"height": int(size["height"]), "width": int(size["width"])}
-
-    @staticmethod
-    def _check_tiling(min_tiles: int, max_tiles: int):
-        if not (isinstance(min_tiles, int) and isinstance(max_tiles, int) and 1 <= min_tiles <= max_tiles):
-            raise ValueError(f"Need 1 <= min_tiles <= max_tiles, got min_tiles={min_tiles}, max_tiles={max_tiles}.")
+        super().__init__(**({"size": size} if size is not None else {}), **kwargs)
+        check_tiles(self.min_tiles, self.max_tiles)
 
     def get_grid(self, height: int, width: int, min_tiles: int | None = None, max_tiles: int | None = None):
         """The `(cols, rows)` tile grid chosen for an image of `height x width` pixels."""
-        size = self.size
         return get_optimal_tiled_canvas(
             (height, width),
-            (size["height"], size["width"]),
+            (self.size["height"], self.size["width"]),
             self.min_tiles if min_tiles is None else min_tiles,
             self.max_tiles if max_tiles is None else max_tiles,
         )
 
-    def tile_image(self, image: Image.Image, min_tiles=None, max_tiles=None, use_thumbnail=None):
-        """
-        Cut one RGB PIL image into tiles.
-
-        Returns:
-            `(tiles, (cols, rows))`: the list of PIL tiles (grid row-major, then the thumbnail if any) and the grid.
-        """
-        use_thumbnail = self.use_thumbnail if use_thumbnail is None else use_thumbnail
-        tile_h, tile_w = self.size["height"], self.size["width"]
-        cols, rows = self.get_grid(image.height, image.width, min_tiles, max_tiles)
-        canvas = image.resize((cols * tile_w, rows * tile_h), resample=self.resample)
-        tiles = [
-            canvas.crop((col * tile_w, row * tile_h, (col + 1) * tile_w, (row + 1) * tile_h))
-            for row in range(rows)
-            for col in range(cols)
-        ]
-        if use_thumbnail and len(tiles) > 1:
-            tiles.append(image.resize((tile_w, tile_h), resample=self.resample))
-        return tiles, (cols, rows)
-
-    def _normalize(self, tile: Image.Image) -> np.ndarray:
-        pixels = np.asarray(tile, dtype=np.float32) / np.float32(255.0)
-        pixels = (pixels - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
-        return pixels.transpose(2, 0, 1)
-
-    def preprocess(
-        self,
-        images,
-        min_tiles: int | None = None,
-        max_tiles: int | None = None,
-        use_thumbnail: bool | None = None,
-        return_tensors: str | None = None,
-        **kwargs,
-    ) -> BatchFeature:
+    def preprocess(self, images, **kwargs) -> BatchFeature:
         r"""
         Tile one image or a list of images.
 
         Args:
             images: a path, URL, PIL image, numpy array or torch tensor, or a list of them (sizes may differ).
-            min_tiles, max_tiles, use_thumbnail: override the processor's settings for this call.
+            min_tiles, max_tiles, use_thumbnail, apply_exif_orientation: override the processor's settings.
             return_tensors (`str`, *optional*): `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
 
         Returns:
@@ -227,41 +283,33 @@ class TokenOCRImageProcessor(BaseImageProcessor):
             - `num_tiles` `(num_images,)`: tiles per image, thumbnail included;
             - `image_sizes` `(num_images, 2)`: each input image's (height, width) in pixels.
         """
-        if kwargs:
-            raise TypeError(f"TokenOCRImageProcessor got unexpected arguments: {sorted(kwargs)}.")
-        min_tiles = self.min_tiles if min_tiles is None else min_tiles
-        max_tiles = self.max_tiles if max_tiles is None else max_tiles
-        self._check_tiling(min_tiles, max_tiles)
         if images is None or (isinstance(images, (list, tuple)) and len(images) == 0):
             raise ValueError("No image was given.")
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        upright = kwargs.pop("apply_exif_orientation", self.apply_exif_orientation)
+        images = [to_rgb_image(image, index, upright) for index, image in enumerate(images)]
+        check_tiles(kwargs.get("min_tiles", self.min_tiles), kwargs.get("max_tiles", self.max_tiles))
+        return super().preprocess(images, **kwargs)
 
+    def _preprocess(self, images, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std,
+                    return_tensors, min_tiles, max_tiles, use_thumbnail, **kwargs) -> BatchFeature:
         pixel_values, grids, num_tiles, image_sizes = [], [], [], []
-        for index, image in enumerate(images):
-            rgb = to_rgb_image(image, index)
-            tiles, grid = self.tile_image(rgb, min_tiles, max_tiles, use_thumbnail)
-            pixel_values.extend(self._normalize(tile) for tile in tiles)
-            grids.append(grid)
+        for image in images:  # (channels, height, width) uint8
+            height, width = image.shape[-2:]
+            tiles = self.crop_image_to_patches(image, min_tiles, max_tiles, use_thumbnail, size, resample)
+            for tile in tiles:
+                tile = self.rescale(tile, rescale_factor) if do_rescale else tile
+                pixel_values.append(self.normalize(tile, image_mean, image_std) if do_normalize else tile)
+            grids.append(self.get_grid(height, width, min_tiles, max_tiles))
             num_tiles.append(len(tiles))
-            image_sizes.append((rgb.height, rgb.width))
-
+            image_sizes.append((height, width))
         data = {
-            "pixel_values": np.stack(pixel_values),
+            "pixel_values": np.stack(pixel_values).astype(np.float32, copy=False),
             "grid_cols_rows": np.asarray(grids, dtype=np.int64),
             "num_tiles": np.asarray(num_tiles, dtype=np.int64),
             "image_sizes": np.asarray(image_sizes, dtype=np.int64),
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def __call__(self, images, **kwargs) -> BatchFeature:
-        return self.preprocess(images, **kwargs)
 
-    def to_dict(self):
-        output = super().to_dict()
-        for internal in ("_valid_kwargs_names", "_valid_processor_keys", "_processor_class"):
-            output.pop(internal, None)
-        return output
-
-
-__all__ = ["TokenOCRImageProcessor"]
+__all__ = ["TokenOCRImageProcessor", "load_pdf_pages", "to_rgb_image"]

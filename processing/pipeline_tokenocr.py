@@ -1,18 +1,26 @@
 # Copyright 2026 The TokenOCR for Transformers authors.
 # Licensed under the MIT License.
-"""`pipeline("token-similarity")`: where each token of a text query appears in a document image."""
+"""`pipeline("token-similarity")`: where each token of a text query appears in document images."""
+
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import Pipeline
+from transformers.pipelines.base import ChunkPipeline
 
-from .image_processing_tokenocr import to_rgb_image
-from .processing_tokenocr import prepare_query, stitch_tiles
-
-
-DEFAULT_THRESHOLD = 0.2  # the original's threshold for turning a similarity map into a mask
-DEFAULT_TILES_PER_BATCH = 4
+from .image_processing_tokenocr import is_pdf, load_pdf_pages, to_rgb_image
+from .processing_tokenocr import stitch_tiles
+from .settings_tokenocr import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PDF_DPI,
+    DEFAULT_THRESHOLD,
+    LOCATIONS_PER_CHUNK,
+    MAX_VISUAL_SIDE,
+    check_queries,
+    check_threshold,
+    check_tiles,
+)
 
 
 def relevance_score(tokens: list[dict]) -> float:
@@ -25,16 +33,26 @@ def relevance_score(tokens: list[dict]) -> float:
 
 def jet_colormap(values: np.ndarray) -> np.ndarray:
     """`values` in [0, 1] -> uint8 RGB with the usual blue-cyan-yellow-red "jet" ramp, shape `values.shape + (3,)`."""
-    x = np.clip(values, 0.0, 1.0)[..., None] * 4.0
-    rgb = np.clip(1.5 - np.abs(x - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
+    x = np.clip(values, 0.0, 1.0).astype(np.float32, copy=False)[..., None] * np.float32(4.0)
+    rgb = np.clip(np.float32(1.5) - np.abs(x - np.array([3.0, 2.0, 1.0], dtype=np.float32)), 0.0, 1.0)
+    return (rgb * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
 def overlay_heatmap(image: Image.Image, values: np.ndarray, alpha: float = 0.6) -> Image.Image:
-    """Blend a min-max normalised map (same size as `image`) over it, as the original visualisation does."""
+    """
+    Blend a min-max normalised map over `image`, as the original visualisation does.
+
+    Args:
+        image (`PIL.Image.Image`): RGB image of size `(width, height)`.
+        values (`np.ndarray` of shape `(height, width)`): the map at the image's size (float32).
+    Returns:
+        `PIL.Image.Image`, RGB, the image's size. Works in float32 (never float64).
+    """
+    values = values.astype(np.float32, copy=False)
     low, high = float(values.min()), float(values.max())
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    blended = np.asarray(image, dtype=np.float32) * (1.0 - alpha) + jet_colormap(scaled).astype(np.float32) * alpha
+    scaled = (values - low) / np.float32(high - low) if high > low else np.zeros_like(values)
+    blended = np.asarray(image, dtype=np.float32) * np.float32(1.0 - alpha)
+    blended += jet_colormap(scaled).astype(np.float32) * np.float32(alpha)
     return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
 
 
@@ -61,8 +79,6 @@ def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
     row_first = np.searchsorted(run_rows, np.arange(height + 1))
     for row in range(1, height):
         above, here = range(row_first[row - 1], row_first[row]), range(row_first[row], row_first[row + 1])
-        if not above or not here:
-            continue
         j = above.start
         for i in here:
             # 8-connectivity: runs touch when they overlap or meet at a corner.
@@ -76,15 +92,54 @@ def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
     for i in range(len(run_rows)):
         root = find(i)
         left, top, right, bottom = int(run_starts[i]), int(run_rows[i]), int(run_ends[i]), int(run_rows[i]) + 1
-        if root in boxes:
-            box = boxes[root]
-            boxes[root] = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
-        else:
-            boxes[root] = [left, top, right, bottom]
+        box = boxes.setdefault(root, [left, top, right, bottom])
+        boxes[root] = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
     return sorted(boxes.values(), key=lambda box: (box[1], box[0]))
 
 
-class TokenSimilarityPipeline(Pipeline):
+def visual_size(width: int, height: int) -> tuple[int, int]:
+    """The `(width, height)` of an image's heatmaps and masks: its own, scaled to fit `MAX_VISUAL_SIDE` if larger."""
+    scale = min(1.0, MAX_VISUAL_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def visual_image(image: Image.Image) -> Image.Image:
+    """`image` at `visual_size`: what heatmaps are drawn over."""
+    size = visual_size(*image.size)
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
+
+
+def token_visuals(token_map: torch.Tensor, image_size: tuple[int, int], threshold: float, shown=None):
+    """
+    The image-size pictures of one token's stitched map, made one token at a time in float32.
+
+    Args:
+        token_map (`torch.Tensor` of shape `(rows * side, cols * side)`): the token's stitched similarity map.
+        image_size (`(width, height)`): the input image's size in pixels.
+        threshold (`float`): mask threshold on the cosine similarity.
+        shown (`PIL.Image.Image`, *optional*): the image at `visual_size` (`visual_image`), to draw the heatmap on.
+
+    Returns:
+        `(mask, boxes, heatmap)`: `mask` a bool array `(height, width)` at the image's `visual_size`; `boxes` of its
+        connected regions in the image's own pixel coordinates; `heatmap` an RGB PIL image of the mask's size, or
+        `None` without `shown`.
+    """
+    width, height = visual_size(*image_size)
+    resized = torch.nn.functional.interpolate(
+        token_map.float()[None, None], size=(height, width), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    mask = resized > threshold
+    boxes = mask_to_boxes(mask)
+    if (width, height) != tuple(image_size):
+        sx, sy = image_size[0] / width, image_size[1] / height
+        boxes = [
+            [int(left * sx), int(top * sy), min(image_size[0], round(right * sx)), min(image_size[1], round(bottom * sy))]
+            for left, top, right, bottom in boxes
+        ]
+    return mask, boxes, overlay_heatmap(shown, resized) if shown is not None else None
+
+
+class TokenSimilarityPipeline(ChunkPipeline):
     r"""
     Per-token similarity heatmaps, text masks, boxes and relevance scores for document images and text queries.
 
@@ -95,26 +150,33 @@ class TokenSimilarityPipeline(Pipeline):
     >>> [(t["token"], round(t["score"], 3), t["boxes"]) for t in tokens]
     ```
 
-    Call with `images` (a path, URL, PIL image or numpy array, or a list of them) and `queries` (a string or a list
-    of strings). For one image and one query the result is a list with one dict per query token:
+    Call with `images` and `queries` (a string or a list of strings). `images` is one image (a path, URL, PIL image,
+    numpy array or torch tensor), a list of them, a generator, or a dataset (e.g. `KeyDataset`); a PDF (a `.pdf`
+    path or PDF bytes) stands for its pages. Images stream through one at a time: memory does not grow with their
+    number, and a generator or a dataset gives back a generator of results, in input order.
+
+    For one image and one query the result is a list with one dict per query token:
 
     - `token` (`str`), `token_id` (`int`);
     - `score` (`float`): the token's best cosine similarity anywhere on the image;
     - `similarity` (`np.ndarray`, float32, `(rows * side, cols * side)`): the raw stitched cosine map at feature
       resolution (4x the ViT patch grid per tile), thumbnail left out;
-    - `heatmap` (`PIL.Image`): the map, min-max normalised, resized to the image and blended over it;
-    - `mask` (`np.ndarray`, bool, the image's `(height, width)`): the map resized to the image, `> threshold`;
     - `boxes` (`list[list[int]]`): `[left, top, right, bottom]` boxes (exclusive right/bottom) of the mask's
-      connected regions, in image pixels.
+      connected regions, in image pixels;
+    - `heatmap` (`PIL.Image`) and `mask` (`np.ndarray`, bool, `(height, width)`): the map resized to the image (or to
+      at most `MAX_VISUAL_SIDE` pixels on its longer side for larger images), blended over it and thresholded; left
+      out with `return_visuals=False`;
+    - `page` (`int`, 1-based): only for pages of a PDF.
 
-    Several queries give a list of such lists (one per query); several images add one more level (one per image).
-    With several images, `top_k=k` instead returns, per query, the `k` images with the highest relevance
+    Several queries give a list of such lists (one per query); several images (or a PDF) add one more level. With a
+    list of images, `top_k=k` instead returns, per query, the `k` images with the highest relevance
     ([`relevance_score`]: the mean of the query's token scores) as dicts `{"image_index", "relevance", "tokens"}`.
 
     Other arguments: `threshold` (mask threshold on the cosine similarity, default 0.2, the original's),
-    `max_tiles`/`min_tiles` (tiling limits), `batch_size` (tiles per vision-tower forward, default 4; features
-    are scored and dropped batch by batch, so memory does not grow with the number of tiles or queries).
-    The vision tower runs once per image tile whatever the number of queries; thumbnails are not computed.
+    `max_tiles`/`min_tiles` (tiling limits), `pages` (`"1-3,7"`) and `dpi` for PDFs, and transformers' usual
+    `batch_size` (tiles per vision-tower forward, default 4; tiles of consecutive images share a forward). The vision
+    tower runs once per tile whatever the number of queries, thumbnails are not computed, and the projector and the
+    scoring run over chunks of locations, so no `(tiles, locations, hidden_size)` feature tensor is ever held.
     """
 
     _load_processor = True
@@ -122,139 +184,146 @@ class TokenSimilarityPipeline(Pipeline):
     _load_tokenizer = False
     _load_feature_extractor = False
 
-    def _sanitize_parameters(
-        self, threshold=None, top_k=None, max_tiles=None, min_tiles=None, tiles_per_batch=None, **kwargs
-    ):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
+        super().__init__(*args, **kwargs)
+
+    def _sanitize_parameters(self, queries=None, threshold=None, max_tiles=None, min_tiles=None, return_visuals=None,
+                             **kwargs):
         if kwargs:
             raise TypeError(f"TokenSimilarityPipeline got unexpected arguments: {sorted(kwargs)}")
         preprocess, forward, postprocess = {}, {}, {}
-        if max_tiles is not None:
-            preprocess["max_tiles"] = max_tiles
-        if min_tiles is not None:
-            preprocess["min_tiles"] = min_tiles
-        if tiles_per_batch is not None:
-            if int(tiles_per_batch) < 1:
-                raise ValueError(f"batch_size must be at least 1, got {tiles_per_batch}")
-            forward["tiles_per_batch"] = int(tiles_per_batch)
+        if max_tiles is not None or min_tiles is not None:
+            limits = {"min_tiles": min_tiles, "max_tiles": max_tiles}
+            preprocess.update({name: value for name, value in limits.items() if value is not None})
+            check_tiles(preprocess.get("min_tiles", self.processor.image_processor.min_tiles),
+                        preprocess.get("max_tiles", self.processor.image_processor.max_tiles))
+        if queries is not None:
+            encoded = self.processor(text=list(check_queries(queries)), return_tensors="pt")
+            forward.update(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+            lengths = encoded["attention_mask"].sum(dim=1).tolist()
+            postprocess["query_ids"] = [ids[:n] for ids, n in zip(encoded["input_ids"].tolist(), lengths)]
         if threshold is not None:
-            postprocess["threshold"] = float(threshold)
-        if top_k is not None:
-            if int(top_k) < 1:
-                raise ValueError(f"top_k must be at least 1, got {top_k}")
-            postprocess["top_k"] = int(top_k)
+            postprocess["threshold"] = check_threshold(threshold)
+        if return_visuals is not None:
+            postprocess["return_visuals"] = bool(return_visuals)
         return preprocess, forward, postprocess
 
-    def __call__(self, images, queries=None, batch_size=None, **kwargs):
+    def __call__(self, images, queries=None, **kwargs):
         r"""
         Args:
-            images: an image (path, URL, PIL image, numpy array, torch tensor) or a list of them.
+            images: an image (path, URL, PIL image, numpy array, torch tensor), a PDF (path or bytes), a list of
+                them, a generator, or a dataset.
             queries (`str` or `list[str]`): the text to look for; each query is tokenised as the original does.
-            batch_size (`int`, *optional*): tiles per vision-tower forward (default 4).
-            threshold, top_k, max_tiles, min_tiles: see the class docstring.
+            threshold, return_visuals, top_k, max_tiles, min_tiles, pages, dpi, batch_size: see the class docstring.
         """
-        if queries is None:
-            queries = kwargs.pop("text", None)
+        queries = kwargs.pop("text", None) if queries is None else queries
         if queries is None:
             raise ValueError("TokenSimilarityPipeline needs queries: pipe(image, 'text to find').")
-        single_image = not isinstance(images, (list, tuple))
         single_query = isinstance(queries, str)
-        image_list = [images] if single_image else list(images)
-        query_list = [queries] if single_query else list(queries)
-        if not image_list:
-            raise ValueError("No image was given.")
-        if not query_list:
-            raise ValueError("No query was given.")
-        if batch_size is not None:
-            kwargs["tiles_per_batch"] = batch_size
-        inputs = {"images": image_list, "queries": query_list}
-        results = super().__call__(inputs, **kwargs)  # one run over all images: tiles batched across them
-        if kwargs.get("top_k") is not None:
-            return results[0] if single_query else results
-        if single_query:
-            results = [per_image[0] for per_image in results]
+        top_k = kwargs.pop("top_k", None)
+        pages, dpi = kwargs.pop("pages", None), kwargs.pop("dpi", DEFAULT_PDF_DPI)
+        streamed = isinstance(images, Iterator) or isinstance(images, torch.utils.data.Dataset)
+        single_image = not streamed and not isinstance(images, (list, tuple)) and not is_pdf(images)
+        if top_k is not None and (streamed or single_image or isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):
+            raise ValueError(f"top_k (a positive integer, got {top_k!r}) ranks a list of images; pass a list.")
+        if not streamed:
+            images = [images] if single_image or not isinstance(images, (list, tuple)) else list(images)
+            if not images:
+                raise ValueError("No image was given.")
+        items = _expand_pdfs(images, pages, dpi)
+        results = super().__call__(items if streamed else list(items), queries=queries, **kwargs)
+        if streamed:
+            return (result[0] if single_query else result for result in results)
+        if top_k is not None:
+            ranked = _rank(results, top_k)
+            return ranked[0] if single_query else ranked
+        results = [result[0] if single_query else result for result in results]
         return results[0] if single_image else results
 
-    def preprocess(self, inputs, max_tiles=None, min_tiles=None):
-        queries = inputs["queries"]
-        query_ids = []
-        for query in queries:
-            prepare_query(query)  # ValueError for an empty or whitespace-only query, before any image work
-            query_ids.append(self.processor(text=query)["input_ids"])
-        images = [to_rgb_image(image, index) for index, image in enumerate(inputs["images"])]
-        tiles = self.processor.image_processor(
-            images, max_tiles=max_tiles, min_tiles=min_tiles, return_tensors="pt"
-        )
+    def preprocess(self, item, min_tiles=None, max_tiles=None):
+        image, page = (item["image"], item["page"]) if isinstance(item, dict) and "page" in item else (item, None)
+        rgb = image if page is not None else to_rgb_image(image)
+        limits = {name: value for name, value in (("min_tiles", min_tiles), ("max_tiles", max_tiles)) if value}
+        tiles = self.processor.image_processor(rgb, use_thumbnail=False, return_tensors="pt", **limits)
+        cols, rows = tiles["grid_cols_rows"][0].tolist()
+        pixel_values = tiles["pixel_values"]
+        for index in range(len(pixel_values)):
+            last = index == len(pixel_values) - 1
+            yield {
+                "pixel_values": pixel_values[index : index + 1],
+                "is_last": last,
+                # What postprocess needs travels with the last tile only.
+                "image": rgb if last else None,
+                "grid": (cols, rows) if last else None,
+                "page": page,
+            }
+
+    def _forward(self, model_inputs, input_ids=None, attention_mask=None):
+        if input_ids is None:
+            raise ValueError("TokenSimilarityPipeline needs queries: pipe(image, 'text to find').")
+        similarity = self.model.get_similarity(
+            model_inputs["pixel_values"], input_ids.to(self.device), attention_mask.to(self.device), LOCATIONS_PER_CHUNK
+        )  # (queries, tokens, tiles, locations)
         return {
-            "pixel_values": tiles["pixel_values"],
-            "grid_cols_rows": tiles["grid_cols_rows"],
-            "num_tiles": tiles["num_tiles"],
-            "images": images,
-            "query_ids": query_ids,
+            "similarity": similarity.permute(2, 0, 1, 3).float().cpu(),  # (tiles, queries, tokens, locations)
+            "is_last": model_inputs["is_last"],
+            "image": model_inputs["image"],
+            "grid": model_inputs["grid"],
+            "page": model_inputs["page"],
         }
 
-    def _forward(self, model_inputs, tiles_per_batch=DEFAULT_TILES_PER_BATCH):
-        pixel_values = model_inputs["pixel_values"]
-        grids, num_tiles = model_inputs["grid_cols_rows"].tolist(), model_inputs["num_tiles"].tolist()
-        # Only grid tiles are scored: thumbnails would be computed and thrown away.
-        grid_tiles, offset = [], 0
-        for (cols, rows), count in zip(grids, num_tiles):
-            grid_tiles.extend(range(offset, offset + cols * rows))
-            offset += count
-        all_ids = torch.tensor([i for ids in model_inputs["query_ids"] for i in ids], device=pixel_values.device)
-        similarities = []
-        for start in range(0, len(grid_tiles), tiles_per_batch):
-            batch = pixel_values[grid_tiles[start : start + tiles_per_batch]]
-            features = self.model.get_image_features(batch)
-            similarity = self.model(image_embeds=features, input_ids=all_ids[None]).similarity[0]  # (T, b, L)
-            similarities.append(similarity.float().transpose(0, 1).cpu())
-            del features
-        return {
-            "similarity": torch.cat(similarities),  # (grid tiles of all images, T, L)
-            "grid_cols_rows": grids,
-            "images": model_inputs["images"],
-            "query_ids": model_inputs["query_ids"],
-        }
-
-    def postprocess(self, model_outputs, threshold=DEFAULT_THRESHOLD, top_k=None):
-        similarity = model_outputs["similarity"]
-        query_ids = model_outputs["query_ids"]
-        results, offset = [], 0
-        for (cols, rows), image in zip(model_outputs["grid_cols_rows"], model_outputs["images"]):
-            tiles = similarity[offset : offset + cols * rows]
-            offset += cols * rows
-            maps = stitch_tiles(tiles.transpose(0, 1), (cols, rows))  # (T, H, W)
-            per_query, token_index = [], 0
-            for ids in query_ids:
-                per_query.append(
-                    [self._token_result(token_id, maps[token_index + n], image, threshold) for n, token_id in enumerate(ids)]
-                )
-                token_index += len(ids)
-            results.append(per_query)
-        if top_k is None:
-            return results
-        ranked = []
-        for query_index in range(len(query_ids)):
-            entries = [
-                {"image_index": image_index, "relevance": relevance_score(per_image[query_index]), "tokens": per_image[query_index]}
-                for image_index, per_image in enumerate(results)
-            ]
-            ranked.append(sorted(entries, key=lambda entry: -entry["relevance"])[:top_k])
-        return ranked
-
-    def _token_result(self, token_id: int, token_map: torch.Tensor, image: Image.Image, threshold: float) -> dict:
-        resized = torch.nn.functional.interpolate(
-            token_map[None, None], size=(image.height, image.width), mode="bilinear", align_corners=False
-        )[0, 0].numpy()
-        mask = resized > threshold
-        return {
-            "token": self.processor.tokenizer.decode([token_id]),
-            "token_id": int(token_id),
-            "score": float(token_map.max()),
-            "similarity": token_map.numpy().astype(np.float32, copy=False),
-            "heatmap": overlay_heatmap(image, resized),
-            "mask": mask,
-            "boxes": mask_to_boxes(mask),
-        }
+    def postprocess(self, model_outputs, query_ids=None, threshold=DEFAULT_THRESHOLD, return_visuals=True):
+        image, grid, page = model_outputs[-1]["image"], model_outputs[-1]["grid"], model_outputs[-1]["page"]
+        similarity = torch.cat([output["similarity"] for output in model_outputs])  # (tiles, queries, tokens, L)
+        maps = stitch_tiles(similarity.permute(1, 2, 0, 3), grid)  # (queries, tokens, H, W)
+        shown = visual_image(image) if return_visuals else None
+        results = []
+        for query_index, ids in enumerate(query_ids):
+            tokens = []
+            for token_index, token_id in enumerate(ids):
+                token_map = maps[query_index, token_index]
+                mask, boxes, heatmap = token_visuals(token_map, image.size, threshold, shown)
+                token = {
+                    "token": self.processor.tokenizer.decode([token_id]),
+                    "token_id": int(token_id),
+                    "score": float(token_map.max()),
+                    "similarity": token_map.numpy().astype(np.float32, copy=True),
+                    "boxes": boxes,
+                }
+                if return_visuals:
+                    token.update(heatmap=heatmap, mask=mask)
+                if page is not None:
+                    token["page"] = page
+                tokens.append(token)
+            results.append(tokens)
+        return results
 
 
-__all__ = ["TokenSimilarityPipeline", "mask_to_boxes", "relevance_score", "jet_colormap", "overlay_heatmap"]
+def _expand_pdfs(images: Iterable, pages, dpi) -> Iterator:
+    """Each input as it is, except PDFs, which become one `{"image", "page"}` item per rendered page."""
+    for image in images:
+        if is_pdf(image):
+            for number, page in load_pdf_pages(image, pages, dpi):
+                yield {"image": page, "page": number}
+        else:
+            yield image
+
+
+def _rank(results: list, top_k: int) -> list:
+    """Per query, the `top_k` images by relevance: `{"image_index", "relevance", "tokens"}`, best first."""
+    ranked = []
+    for query_index in range(len(results[0])):
+        entries = [
+            {"image_index": index, "relevance": relevance_score(per_image[query_index]), "tokens": per_image[query_index]}
+            for index, per_image in enumerate(results)
+        ]
+        ranked.append(sorted(entries, key=lambda entry: -entry["relevance"])[:top_k])
+    return ranked
+
+
+__all__ = [
+    "TokenSimilarityPipeline", "jet_colormap", "mask_to_boxes", "overlay_heatmap", "relevance_score", "token_visuals",
+    "visual_image", "visual_size",
+]

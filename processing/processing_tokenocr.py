@@ -7,26 +7,7 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
-
-# The characters after which the original quick start does NOT prepend a space to a query. This is its literal
-# list: ASCII punctuation and digits, except that '[', '\\', ']' and '`' are missing from it.
-NO_SPACE_PREFIX_CHARACTERS = frozenset("!\"#$%&'()*+,-./0123456789:;<=>?@^_{|}~")
-
-
-def prepare_query(query: str) -> str:
-    """
-    The text the original TokenOCR tokenises for `query`: the query itself when it starts with an ASCII
-    punctuation mark or digit from the original's list, otherwise `" " + query`.
-
-    Raises:
-        TypeError: `query` is not a string.
-        ValueError: `query` is empty or whitespace only.
-    """
-    if not isinstance(query, str):
-        raise TypeError(f"A query must be a string, got {type(query).__name__}.")
-    if not query.strip():
-        raise ValueError(f"A query must contain at least one non-whitespace character, got {query!r}.")
-    return query if query[0] in NO_SPACE_PREFIX_CHARACTERS else " " + query
+from .settings_tokenocr import MAX_QUERY_TOKENS, check_queries, prepare_query
 
 
 def stitch_tiles(tile_maps: torch.Tensor, grid_cols_rows) -> torch.Tensor:
@@ -87,19 +68,25 @@ class TokenOCRProcessor(ProcessorMixin):
             raise ValueError("TokenOCRProcessor needs images, text or both.")
         data = {}
         if text is not None:
-            if isinstance(text, (list, tuple)):
-                if not text:
-                    raise ValueError("The list of queries is empty.")
-                prepared = [prepare_query(query) for query in text]
-                encoded = self.tokenizer(
-                    prepared, add_special_tokens=False, padding=True, return_tensors=return_tensors
-                )
-            else:
-                encoded = self.tokenizer(prepare_query(text), add_special_tokens=False, return_tensors=return_tensors)
-            data.update({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+            data.update(self._encode_queries(text, return_tensors))
         if images is not None:
             data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         return BatchEncoding(data=data, tensor_type=return_tensors)
+
+    def _encode_queries(self, text, return_tensors) -> dict:
+        """Query ids with the original rule (`prepare_query`), no BOS; several queries padded with the pad id."""
+        queries = check_queries(text)
+        for query in queries:
+            length = len(self.tokenizer(prepare_query(query), add_special_tokens=False)["input_ids"])
+            if length > MAX_QUERY_TOKENS:
+                raise ValueError(
+                    f"The query {query[:30]!r}... has {length} tokens; at most {MAX_QUERY_TOKENS} tokens per query are "
+                    "supported (MAX_QUERY_TOKENS)."
+                )
+        several = isinstance(text, (list, tuple))
+        prepared = [prepare_query(query) for query in queries] if several else prepare_query(text)
+        encoded = self.tokenizer(prepared, add_special_tokens=False, padding=several, return_tensors=return_tensors)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def query_tokens(self, input_ids) -> list[str]:
         """The text of each query token, as the original shows it (`tokenizer.decode` of each id alone)."""
@@ -140,4 +127,4 @@ class TokenOCRProcessor(ProcessorMixin):
         return maps
 
 
-__all__ = ["TokenOCRProcessor", "prepare_query", "stitch_tiles"]
+__all__ = ["TokenOCRProcessor", "prepare_query", "stitch_tiles"]  # prepare_query: see settings_tokenocr

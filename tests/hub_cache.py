@@ -1,22 +1,14 @@
-"""Helpers to lay folders out as hub repos in a local Hugging Face cache and use them offline in a subprocess."""
+"""Lay folders out as hub repos in a local Hugging Face cache, and run code on them offline as a hub user would."""
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from tokenocr.conversion.hub_check import run_as_hub_user
 
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-BLOCK_TOKENOCR = """
-import sys
-class _BlockTokenOCR:
-    def find_spec(self, name, path=None, target=None):
-        if name == "tokenocr" or name.startswith("tokenocr."):
-            raise ImportError("tokenocr is not installed here")
-sys.meta_path.insert(0, _BlockTokenOCR())
-"""
+TESTS = Path(__file__).parent
 
 
 def add_to_hub_cache(cache: Path, repo_id: str, folder: Path, skip=()) -> Path:
@@ -27,8 +19,8 @@ def add_to_hub_cache(cache: Path, repo_id: str, folder: Path, skip=()) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
     for file in folder.iterdir():
-        if file.is_file() and file.name not in skip:
-            shutil.copyfile(file, snapshot / file.name)
+        if file.name not in skip:
+            (shutil.copytree if file.is_dir() else shutil.copyfile)(file, snapshot / file.name)
     return snapshot
 
 
@@ -38,10 +30,7 @@ def offline_env(cache: Path) -> dict:
     return env
 
 
-def run_offline(script: str, args, cache: Path, workdir: Path, block_tokenocr: bool = True):
-    """Run `script` in a fresh Python with the hub offline and (by default) `tokenocr` not importable."""
-    code = (BLOCK_TOKENOCR if block_tokenocr else "") + script
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        cwd=workdir, env=offline_env(cache), capture_output=True, text=True, timeout=600,
-    )
+def report_as_hub_user(function: str, args: list, cache: Path, workdir: Path) -> dict:
+    """`tests/hub_user_checks.py`'s `function(*args)`, run offline on `cache` in a process without `tokenocr`."""
+    return run_as_hub_user(f"hub_user_checks:{function}", [str(a) for a in args], workdir, env=offline_env(cache),
+                           extra_paths=[TESTS])

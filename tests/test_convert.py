@@ -1,6 +1,5 @@
-"""tokenocr-convert: hub-ready folders that load with transformers alone, and nothing half-written on failure."""
+"""tokenocr-convert: hub-ready folders that load with transformers alone, verified, and never a lost byte."""
 
-import hashlib
 import json
 import re
 import shutil
@@ -11,36 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 import tokenocr.conversion.convert as convert_module
-from tokenocr.conversion.convert import main
+from tokenocr.cli import convert_main as main
+from tokenocr.conversion.original import load_original
 
 from fixture_cases import CASES, FIXTURES, Case, load_case
-from hub_cache import add_to_hub_cache, offline_env, run_offline
+from hub_cache import add_to_hub_cache, offline_env, report_as_hub_user
 
 
 SEG = FIXTURES / "tiny_seg" / "checkpoint"
 LEGACY = FIXTURES / "tiny_legacy" / "checkpoint"
-_converted = {}
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """Convert (case, dtype) once per module; dtype None means the default (the source's)."""
-
-    def get(case_name: str, dtype: str | None):
-        key = (case_name, dtype)
-        if key not in _converted:
-            output = tmp_path_factory.mktemp("converted") / f"{case_name}-{dtype or 'default'}"
-            args = ["--input", str(FIXTURES / case_name / "checkpoint"), "--output", str(output)]
-            if dtype:
-                args += ["--dtype", dtype]
-            assert main(args) == 0
-            _converted[key] = output
-        return _converted[key]
-
-    return get
 
 
 def stored_dtypes(folder: Path) -> set:
@@ -51,31 +31,35 @@ def stored_dtypes(folder: Path) -> set:
     return dtypes
 
 
-@pytest.mark.parametrize("case_name", CASES)
-@pytest.mark.parametrize("dtype", [None, "float32", "bfloat16", "float16"])
-def test_converted_folder_contents(converted, case_name, dtype, capfd):
+@pytest.mark.parametrize(
+    "case_name, dtype",
+    [("tiny_seg", None), ("tiny_seg", "float32"), ("tiny_seg", "float16"), ("tiny_legacy", "float32")],
+)
+def test_converted_folder_contents(converted, case_name, dtype):
     folder = converted(case_name, dtype)
     names = {p.name for p in folder.iterdir()}
     assert {
         "config.json", "model.safetensors", "preprocessor_config.json", "processor_config.json", "tokenizer.json",
         "tokenizer_config.json", "special_tokens_map.json", "README.md", "configuration_tokenocr.py",
-        "modeling_tokenocr.py", "image_processing_tokenocr.py", "processing_tokenocr.py",
+        "modeling_tokenocr.py", "image_processing_tokenocr.py", "processing_tokenocr.py", "pipeline_tokenocr.py",
+        "settings_tokenocr.py",
     } <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".model"))]
-    expected = {None: "BF16", "float32": "F32", "bfloat16": "BF16", "float16": "F16"}[dtype]
+    assert not [n for n in names if n.startswith(".")]
+    expected = {None: "BF16", "float32": "F32", "float16": "F16"}[dtype]  # None: the source's, bfloat16
     assert stored_dtypes(folder) == {expected, "I64"}  # I64: BatchNorm's num_batches_tracked
 
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "tokenocr"
+    assert not {"tile_size", "min_tiles", "max_tiles", "use_thumbnail"} & set(config)  # the processor's settings
     assert config["auto_map"] == {
         "AutoConfig": "configuration_tokenocr.TokenOCRConfig",
         "AutoModel": "modeling_tokenocr.TokenOCRModel",
     }
     assert config["custom_pipelines"]["token-similarity"]["impl"] == "pipeline_tokenocr.TokenSimilarityPipeline"
-    assert (folder / "pipeline_tokenocr.py").is_file()
-    assert json.loads((folder / "preprocessor_config.json").read_text())["auto_map"]["AutoImageProcessor"] == (
-        "image_processing_tokenocr.TokenOCRImageProcessor"
-    )
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    assert preprocessor["auto_map"]["AutoImageProcessor"] == "image_processing_tokenocr.TokenOCRImageProcessor"
+    assert preprocessor["size"] == {"height": Case(case_name).manifest["tile_size"]} | {"width": Case(case_name).manifest["tile_size"]}
     assert json.loads((folder / "processor_config.json").read_text())["auto_map"] == {
         "AutoProcessor": "processing_tokenocr.TokenOCRProcessor"
     }
@@ -90,59 +74,24 @@ def test_converted_folder_contents(converted, case_name, dtype, capfd):
     assert "$" not in card.replace("$$", "")
 
 
-def test_remote_code_imports_nothing_from_the_package():
-    for file in convert_module.remote_code_files():
+def test_remote_code_is_complete_and_imports_nothing_from_the_package():
+    files = convert_module.remote_code_files()
+    root = Path(convert_module.__file__).resolve().parent.parent
+    on_disk = {p.name for folder in ("modeling", "processing") for p in (root / folder).glob("*_tokenocr.py")}
+    assert {file.name for file in files} == on_disk  # a new remote-code file must be listed in its __init__.py
+    for file in files:
         source = file.read_text()
         assert not re.search(r"^\s*(from|import)\s+tokenocr\b", source, flags=re.MULTILINE), file.name
         for module in re.findall(r"^\s*from\s+\.(\w+)\s+import", source, flags=re.MULTILINE):
             assert (file.parent / f"{module}.py").is_file(), (file.name, module)
 
 
-_LOAD_AS_HUB_REPO = """
-import json
-import numpy as np
-import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
-
-repo, fixtures = sys.argv[1], sys.argv[2]
-manifest = json.load(open(f"{fixtures}/manifest.json"))
-config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
-model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
-image_processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)
-report = {"config": type(config).__name__, "model": type(model).__name__, "model_module": type(model).__module__,
-          "image_processor": type(image_processor).__name__, "tokenizer_fast": tokenizer.is_fast,
-          "tokenizer_module": type(tokenizer).__module__, "features": 0.0, "similarity": 0.0, "ids_equal": True}
-for image in manifest["images"]:
-    expected = np.load(f"{fixtures}/expected/{image[:-4]}.npz")
-    inputs = processor(images=f"{fixtures}/inputs/{image}", return_tensors="pt")
-    with torch.no_grad():
-        features = model.get_image_features(inputs["pixel_values"])
-    report["features"] = max(report["features"], float(np.abs(features.numpy() - expected["features"]).max()))
-    for index, query in enumerate(manifest["queries"]):
-        text = processor(text=query, return_tensors="pt")
-        report["ids_equal"] &= text["input_ids"][0].tolist() == manifest["query_input_ids"][query]
-        with torch.no_grad():
-            similarity = model(image_embeds=features, input_ids=text["input_ids"]).similarity
-        maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"])[0][0]
-        report["similarity"] = max(report["similarity"], float(np.abs(maps.numpy() - expected[f"similarity_q{index}"]).max()))
-print(json.dumps(report))
-"""
-
-
-def report_as_hub_repo(folder: Path, script: str, case_name: str, tmp_path: Path) -> dict:
-    """Publish `folder` as `org/TokenOCR` in a local cache; run `script` offline without tokenocr; its JSON report."""
-    cache = tmp_path / "hub"
-    add_to_hub_cache(cache, "org/TokenOCR", folder)
-    result = run_offline(script, ["org/TokenOCR", FIXTURES / case_name], cache, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("case_name", CASES)
 def test_loads_offline_as_hub_repo_with_transformers_alone(converted, case_name, tmp_path):
-    report = report_as_hub_repo(converted(case_name, "float32"), _LOAD_AS_HUB_REPO, case_name, tmp_path)
+    cache = tmp_path / "hub"
+    add_to_hub_cache(cache, "org/TokenOCR", converted(case_name, "float32"))
+    fixtures = FIXTURES / case_name
+    report = report_as_hub_user("fixture_and_pipeline_report", ["org/TokenOCR", fixtures], cache, tmp_path)
     assert report["config"] == "TokenOCRConfig" and report["model"] == "TokenOCRModel"
     assert report["model_module"].startswith("transformers_modules")
     assert report["image_processor"] == "TokenOCRImageProcessor"
@@ -150,36 +99,10 @@ def test_loads_offline_as_hub_repo_with_transformers_alone(converted, case_name,
     assert report["ids_equal"]
     assert report["features"] < 1e-4
     assert report["similarity"] < 1e-4
-
-
-_PIPELINE_AS_HUB_REPO = """
-import json
-import numpy as np
-from PIL import Image
-from transformers import pipeline
-
-repo, fixtures = sys.argv[1], sys.argv[2]
-manifest = json.load(open(f"{fixtures}/manifest.json"))
-finder = pipeline("token-similarity", model=repo, trust_remote_code=True)
-report = {"class": type(finder).__name__, "module": type(finder).__module__, "worst": 0.0, "sizes_ok": True}
-for image in manifest["images"]:
-    expected = np.load(f"{fixtures}/expected/{image[:-4]}.npz")
-    size = Image.open(f"{fixtures}/inputs/{image}").size
-    results = finder(f"{fixtures}/inputs/{image}", manifest["queries"])
-    for index, tokens in enumerate(results):
-        for token, reference in zip(tokens, expected[f"similarity_q{index}"]):
-            report["worst"] = max(report["worst"], float(np.abs(token["similarity"] - reference).max()))
-            report["sizes_ok"] &= token["heatmap"].size == size and token["mask"].shape == (size[1], size[0])
-print(json.dumps(report))
-"""
-
-
-@pytest.mark.parametrize("case_name", CASES)
-def test_pipeline_through_converted_folder(converted, case_name, tmp_path):
-    report = report_as_hub_repo(converted(case_name, "float32"), _PIPELINE_AS_HUB_REPO, case_name, tmp_path)
-    assert report["class"] == "TokenSimilarityPipeline" and report["module"].startswith("transformers_modules")
-    assert report["sizes_ok"]
-    assert report["worst"] < 1e-4
+    pipeline = report["pipeline"]
+    assert pipeline["class"] == "TokenSimilarityPipeline" and pipeline["module"].startswith("transformers_modules")
+    assert pipeline["sizes_ok"]
+    assert pipeline["worst"] < 1e-4
 
 
 def test_model_card_usage_runs(converted, tmp_path):
@@ -189,10 +112,8 @@ def test_model_card_usage_runs(converted, tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.DOTALL)
     assert blocks
     image = Case("tiny_seg").image_path("doc_wide.png")
-    for block in blocks:
-        result = run_offline(block.replace('"page.png"', repr(str(image))), [], cache, tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert "' Invoice'" in result.stdout
+    code = "\n".join(block.replace('"page.png"', repr(str(image))) for block in blocks)
+    assert "' Invoice'" in report_as_hub_user("run_code", [code], cache, tmp_path)["printed"]
 
 
 def test_sharding_round_trip(tmp_path):
@@ -213,6 +134,7 @@ def test_sharding_round_trip(tmp_path):
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_hub_source_fetches_only_the_shards_it_needs(tmp_path):
     """An original repo whose index lists a language-model-only shard that is not even in the cache converts."""
     source = tmp_path / "source"
@@ -223,133 +145,42 @@ def test_hub_source_fetches_only_the_shards_it_needs(tmp_path):
     cache = tmp_path / "hub"
     add_to_hub_cache(cache, "someone/TokenOCR-original", source)
     output = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "tokenocr.conversion", "--input", "someone/TokenOCR-original", "--output", str(output)],
-        cwd=tmp_path, env=offline_env(cache), capture_output=True, text=True, timeout=600,
-    )
+
+    def convert(repo_id: str, output: Path):
+        return subprocess.run(
+            [sys.executable, "-m", "tokenocr.conversion", "--input", repo_id, "--output", str(output)],
+            cwd=tmp_path, env=offline_env(cache), capture_output=True, text=True, timeout=600,
+        )
+
+    result = convert("someone/TokenOCR-original", output)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max |features - source features|" in result.stderr
     assert "base_model: someone/TokenOCR-original" in (output / "README.md").read_text()
 
-    missing = subprocess.run(
-        [sys.executable, "-m", "tokenocr.conversion", "--input", "someone/absent", "--output", str(tmp_path / "x")],
-        cwd=tmp_path, env=offline_env(cache), capture_output=True, text=True, timeout=600,
-    )
+    missing = convert("someone/absent", tmp_path / "x")
     assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1].startswith("tokenocr-convert: error:")
+    assert missing.stderr.strip().splitlines() == [
+        "tokenocr-convert: error: cannot get config.json of 'someone/absent': the hub cannot be reached (offline?) "
+        "and it is not in the local cache"
+    ]
     assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------------------------------- failures
 
 
-def folder_digest(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def broken_copy(tmp_path, source, breakage):
-    folder = tmp_path / "broken"
-    shutil.copytree(source, folder)
-    breakage(folder)
-    return folder
-
-
-def _rewrite(change):
-    def apply(folder):
-        tensors = load_file(folder / "model.safetensors")
-        change(tensors)
-        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-
-    return apply
-
-
-def _config(change):
-    def apply(folder):
-        config = json.loads((folder / "config.json").read_text())
-        change(config)
-        (folder / "config.json").write_text(json.dumps(config))
-
-    return apply
-
-
-def _truncate(name):
-    def apply(folder):
-        data = (folder / name).read_bytes()
-        (folder / name).write_bytes(data[: len(data) // 3])
-
-    return apply
-
-
-FAILURES = {
-    "missing config.json": (SEG, lambda f: (f / "config.json").unlink(), "no config.json"),
-    "wrong model_type": (SEG, _config(lambda c: c.update(model_type="llava")), "model_type 'llava'"),
-    "missing weights": (SEG, lambda f: (f / "model.safetensors").unlink(), "holds no weights"),
-    "truncated safetensors": (SEG, _truncate("model.safetensors"), "model.safetensors"),
-    "truncated bin shard": (LEGACY, _truncate("pytorch_model-00001-of-00002.bin"), "pytorch_model-00001-of-00002.bin"),
-    "missing bin shard": (LEGACY, lambda f: (f / "pytorch_model-00002-of-00002.bin").unlink(), "pytorch_model-00002"),
-    "missing tensor": (SEG, _rewrite(lambda t: t.pop("ocr_mlp.1.weight")), "missing tensor.*ocr_mlp.1.weight"),
-    "unexpected tensor": (SEG, _rewrite(lambda t: t.update({"surprise": torch.ones(2)})), "unexpected tensor 'surprise'"),
-    "wrong shape": (SEG, _rewrite(lambda t: t.update({"ocr_mlp.0.bias": torch.ones(7)})), "'ocr_mlp.0.bias' has shape"),
-    "missing tokenizer.model": (SEG, lambda f: (f / "tokenizer.model").unlink(), "tokenizer.model"),
-}
-
-
-@pytest.mark.parametrize("failure", sorted(FAILURES))
-def test_failures_leave_no_output_and_keep_an_existing_one(failure, tmp_path, capsys):
-    source, breakage, message = FAILURES[failure]
-    folder = broken_copy(tmp_path, source, breakage)
-    before = folder_digest(folder)
-
-    output = tmp_path / "out"
-    assert main(["--input", str(folder), "--output", str(output)]) == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert error[-1].startswith("tokenocr-convert: error:") and re.search(message, error[-1]), error[-1]
-    assert not output.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["broken"]  # no partial folder left next to DST
-
-    existing = tmp_path / "existing"
-    existing.mkdir()
-    (existing / "keep.txt").write_text("precious")
-    assert main(["--input", str(folder), "--output", str(existing), "--force"]) == 1
-    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "existing"]
-    assert folder_digest(folder) == before  # the source is never modified
-
-
-def test_existing_output_needs_force(tmp_path, capsys):
-    existing = tmp_path / "existing"
-    existing.mkdir()
-    (existing / "keep.txt").write_text("precious")
-    assert main(["--input", str(SEG), "--output", str(existing)]) == 1
-    assert "already exists; pass --force" in capsys.readouterr().err
-    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
-
-    assert main(["--input", str(SEG), "--output", str(existing), "--force"]) == 0
-    assert (existing / "config.json").is_file() and not (existing / "keep.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
-
-
-def test_unwritable_output_location(tmp_path, capsys):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    assert main(["--input", str(SEG), "--output", str(blocker / "out")]) == 1
-    assert "cannot write" in capsys.readouterr().err
-    assert main(["--input", str(SEG), "--output", str(tmp_path / "no" / "such" / "parent")]) == 1
-    assert "does not exist" in capsys.readouterr().err
-
-
 def test_interrupt_leaves_nothing(tmp_path, monkeypatch, capsys):
-    real = convert_module.check_and_convert
+    real = convert_module.convert_tensors
 
     def interrupted_after_first_tensor(*args, **kwargs):
         tensors = real(*args, **kwargs)
         yield next(tensors)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_module, "check_and_convert", interrupted_after_first_tensor)
+    monkeypatch.setattr(convert_module, "convert_tensors", interrupted_after_first_tensor)
     output = tmp_path / "out"
     assert main(["--input", str(SEG), "--output", str(output)]) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("tokenocr-convert: error: interrupted")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -361,13 +192,34 @@ def test_verification_failure_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_verification_failure_in_the_child_names_its_log(tmp_path, monkeypatch, capsys):
+    """A folder that does not load as a hub user fails with one line that names the child's full log."""
+    real = convert_module.write_configs
+
+    def broken_remote_code(config, dtype, processor, folder):
+        real(config, dtype, processor, folder)
+        (folder / "modeling_tokenocr.py").write_text("raise RuntimeError('planted failure')\n")
+
+    monkeypatch.setattr(convert_module, "write_configs", broken_remote_code)
+    assert main(["--input", str(SEG), "--output", str(tmp_path / "out")]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("tokenocr-convert: error: verification failed:") and "planted failure" in line
+    log = Path(re.search(r"full log: (\S+)\)", line).group(1))
+    assert "Traceback" in log.read_text() and "planted failure" in log.read_text()
+    log.unlink()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_arguments(tmp_path, capsys):
     assert main(["--input", str(SEG), "--output", str(tmp_path / "o"), "--max-shard-size", "lots"]) == 1
     assert "--max-shard-size" in capsys.readouterr().err
     assert main(["--input", str(tmp_path / "nothing-here"), "--output", str(tmp_path / "o")]) == 1
     assert "neither an existing folder nor a hub repo id" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--input", str(SEG), "--output", str(tmp_path / "o"), "--dtype", "int8"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenocr-convert: error: argument --dtype: invalid choice: 'int8'")
     assert not (tmp_path / "o").exists()
 
 

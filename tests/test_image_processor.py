@@ -144,3 +144,44 @@ def test_save_and_load_round_trip(tmp_path, case):
     assert (again.size, again.max_tiles, again.use_thumbnail) == (processor.size, 6, False)
     image = str(case.image_path("doc_tall.png"))
     np.testing.assert_array_equal(again(image)["pixel_values"], processor(image)["pixel_values"])
+
+
+def test_exif_orientation_is_applied_unless_turned_off(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to view) is tiled upright."""
+    upright = Image.new("RGB", (40, 120), "white")
+    upright.paste((0, 0, 0), (0, 0, 40, 20))  # a black band at the top of the upright page
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote: 120 x 40
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    processor = TokenOCRImageProcessor(size=28)
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        for image in (str(tmp_path / "photo.jpg"), photo):
+            out = processor(image)
+            assert out["image_sizes"][0].tolist() == [120, 40]
+            np.testing.assert_allclose(out["pixel_values"], processor(upright)["pixel_values"], atol=0.1)
+    original = processor(str(tmp_path / "photo.jpg"), apply_exif_orientation=False)
+    assert original["image_sizes"][0].tolist() == [40, 120]
+    assert TokenOCRImageProcessor(size=28, apply_exif_orientation=False)(str(tmp_path / "photo.jpg"))[
+        "image_sizes"][0].tolist() == [40, 120]
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint32])
+def test_integer_arrays_are_0_to_255_whatever_their_range(dtype):
+    processor = TokenOCRImageProcessor(size=28)
+    binary = np.zeros((30, 60), dtype=dtype)
+    binary[:, 30:] = 1  # a 0/1 image is nearly black, not black and white
+    as_uint8 = processor(binary.astype(np.uint8))["pixel_values"]
+    np.testing.assert_array_equal(processor(binary)["pixel_values"], as_uint8)
+    np.testing.assert_array_equal(processor(np.full((30, 60), 300, dtype=dtype))["pixel_values"],
+                                  processor(np.full((30, 60), 255, dtype=np.uint8))["pixel_values"])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_float_tensors_of_any_dtype(dtype):
+    processor = TokenOCRImageProcessor(size=28)
+    values = torch.linspace(0, 1, 3 * 30 * 60).reshape(3, 30, 60)
+    reference = processor(values)["pixel_values"]
+    np.testing.assert_allclose(processor(values.to(dtype))["pixel_values"], reference, atol=0.05)
+    with pytest.raises(ValueError, match="complex"):
+        processor(torch.zeros(3, 8, 8, dtype=torch.complex64))

@@ -147,41 +147,87 @@ def test_gradient_checkpointing_gives_the_same_gradients(case, loaded, tmp_path)
     assert calls == [1, 2], "with checkpointing the layer must be recomputed during backward"
 
 
-def test_vision_feature_layer_selects_a_hidden_state(case, loaded):
+def test_vision_feature_layer_selects_a_hidden_state(case, loaded, tmp_path):
+    """Features from an earlier layer equal the upsampler and projector applied to the tower's own hidden state."""
     model, processor = loaded
+    model.save_pretrained(tmp_path)
+    layer = model.config.vision_config.num_hidden_layers - 1  # the one before the last
+    early = TokenOCRModel.from_pretrained(tmp_path, vision_feature_layer=layer).eval()
     pixels = processor(images=str(case.image_path("single_tile.png")), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        hidden_states = model.vision_tower(pixels, output_hidden_states=True).hidden_states
-        last = model._vision_hidden_state(pixels)
-        torch.testing.assert_close(last, hidden_states[-1])
-        model.config.vision_feature_layer = 1
-        try:
-            torch.testing.assert_close(model._vision_hidden_state(pixels), hidden_states[1])
-        finally:
-            model.config.vision_feature_layer = -1
+        hidden = early.vision_tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:, :]
+        side = int(hidden.shape[1] ** 0.5)
+        grid = hidden.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[2], side, side)
+        expected = early.projector(early.upsampler(grid).flatten(2).transpose(1, 2))
+        torch.testing.assert_close(early.get_image_features(pixels), expected)
+        assert (model.get_image_features(pixels) - expected).abs().max() > 1e-5  # the last layer is skipped
+
+
+def test_padded_query_positions_score_nothing(case, loaded):
+    model, processor = loaded
+    inputs = processor(images=str(case.image_path("single_tile.png")), text=["Invoice", "they are not"],
+                       return_tensors="pt")
+    assert (inputs["attention_mask"] == 0).any()
+    with torch.no_grad():
+        out = model(**inputs)
+        alone = model(pixel_values=inputs["pixel_values"], input_ids=processor(text="Invoice", return_tensors="pt")["input_ids"])
+    padded = inputs["attention_mask"] == 0
+    assert (out.similarity[padded] == 0).all()
+    assert (out.logits[padded] == torch.finfo(out.logits.dtype).min).all()
+    length = int(inputs["attention_mask"][0].sum())
+    torch.testing.assert_close(out.similarity[0, :length], alone.similarity[0])
+
+
+def tiny_model() -> TokenOCRModel:
+    config = TokenOCRConfig(
+        vision_config={"hidden_size": 48, "num_attention_heads": 2, "num_hidden_layers": 1, "image_size": 28,
+                       "intermediate_size": 96},
+        hidden_size=40, vocab_size=50, upsampler_hidden_size=24,
+    )
+    return TokenOCRModel(config).eval()
+
+
+def test_zero_vectors_give_zero_similarity_not_nan():
+    model = tiny_model()
+    with torch.no_grad():
+        model.embed_tokens.weight[7] = 0
+    image_embeds = torch.randn(2, 16, model.config.hidden_size)
+    image_embeds[1, 3] = 0
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        with torch.no_grad():
+            out = model.to(dtype)(image_embeds=image_embeds.to(dtype), input_ids=torch.tensor([[7, 5]]))
+        assert torch.isfinite(out.similarity).all() and torch.isfinite(out.logits).all(), dtype
+        assert (out.similarity[0, 0] == 0).all(), dtype
+        assert out.similarity[0, 1, 1, 3] == 0 and out.similarity[0, 1, 1, 2] != 0, dtype
+
+
+def test_fused_similarity_equals_forward(case, loaded):
+    model, processor = loaded
+    inputs = processor(images=str(case.image_path("doc_wide.png")), text=case.queries, return_tensors="pt")
+    with torch.no_grad():
+        reference = model(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"],
+                          attention_mask=inputs["attention_mask"]).similarity
+        for chunk in (1000, 4096, 10**6):
+            fused = model.get_similarity(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"], chunk)
+            torch.testing.assert_close(fused, reference, atol=1e-5, rtol=0)
 
 
 def test_inconsistent_config_values_are_errors():
     vision = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 28}
     with pytest.raises(ValueError, match="vision_feature_layer"):
-        TokenOCRConfig(vision_config=vision, tile_size=28, vision_feature_layer=3)
+        TokenOCRConfig(vision_config=vision, vision_feature_layer=3)
     with pytest.raises(ValueError, match="not divisible"):
-        TokenOCRConfig(vision_config={**vision, "num_attention_heads": 5}, tile_size=28)
-    with pytest.raises(ValueError, match="tile_size"):
-        TokenOCRConfig(vision_config=vision, tile_size=30)
+        TokenOCRConfig(vision_config={**vision, "num_attention_heads": 5})
+    with pytest.raises(ValueError, match="not a multiple"):
+        TokenOCRConfig(vision_config={**vision, "image_size": 30})
+    with pytest.raises(ValueError, match="patch_size must be positive"):
+        TokenOCRConfig(vision_config={**vision, "patch_size": 0})
     with pytest.raises(ValueError, match="pad_token_id"):
-        TokenOCRConfig(vision_config=vision, tile_size=28, vocab_size=2, pad_token_id=2)
-    with pytest.raises(ValueError, match="min_tiles"):
-        TokenOCRConfig(vision_config=vision, tile_size=28, min_tiles=4, max_tiles=2)
+        TokenOCRConfig(vision_config=vision, vocab_size=2, pad_token_id=2)
 
 
 def test_widths_come_from_the_config():
-    config = TokenOCRConfig(
-        vision_config={"hidden_size": 48, "num_attention_heads": 2, "num_hidden_layers": 1, "image_size": 28,
-                       "intermediate_size": 96},
-        hidden_size=40, vocab_size=50, upsampler_hidden_size=24, tile_size=28,
-    )
-    model = TokenOCRModel(config).eval()
+    model = tiny_model()
     assert model.upsampler.conv_transpose_1.weight.shape == (48, 24, 4, 4)
     assert model.projector.linear_2.weight.shape == (40, 40)
     with torch.no_grad():

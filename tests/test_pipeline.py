@@ -11,9 +11,9 @@ from transformers import pipeline
 
 import tokenocr  # noqa: F401  (registers the task)
 from tokenocr import TokenSimilarityPipeline
-from tokenocr.cli import main as cli_main
 from tokenocr.processing import mask_to_boxes, relevance_score
-from tokenocr.processing.pipeline_tokenocr import overlay_heatmap
+from tokenocr.processing.pipeline_tokenocr import overlay_heatmap, token_visuals
+from tokenocr.processing.settings_tokenocr import MAX_VISUAL_SIDE
 
 from fixture_cases import Case, load_case
 
@@ -106,17 +106,25 @@ def test_mask_and_boxes_on_a_known_map():
 
 def test_mask_and_boxes_in_image_coordinates(case):
     """A token map that is high on one known tile region must give a box at that place on the original image."""
-    finder = make_pipeline(case)
-    image = Image.new("RGB", (200, 100), "white")
     side = case.manifest["images"]["single_tile.png"]["feature_side"]
     token_map = torch.full((side, side), -0.5)
     token_map[: side // 2, side // 2 :] = 0.9  # top-right quarter of the map
-    result = finder._token_result(5, token_map, image, threshold=0.2)
-    assert result["mask"].shape == (100, 200)
-    assert result["mask"][:40, 110:].all() and not result["mask"][60:, :].any() and not result["mask"][:, :90].any()
-    (left, top, right, bottom), = result["boxes"]
+    mask, boxes, heatmap = token_visuals(token_map, (200, 100), 0.2, Image.new("RGB", (200, 100), "white"))
+    assert mask.shape == (100, 200) and heatmap.size == (200, 100)
+    assert mask[:40, 110:].all() and not mask[60:, :].any() and not mask[:, :90].any()
+    (left, top, right, bottom), = boxes
     assert abs(left - 100) <= 8 and top == 0 and right == 200 and abs(bottom - 50) <= 4
-    assert result["score"] == pytest.approx(0.9)
+
+
+def test_large_images_get_visuals_at_a_bounded_size_and_boxes_in_their_own_pixels():
+    side = 32
+    token_map = torch.full((side, side), -0.5)
+    token_map[: side // 2, side // 2 :] = 0.9
+    width, height = 3 * MAX_VISUAL_SIDE, MAX_VISUAL_SIDE  # 12288 x 4096: visuals at 4096 x 1365
+    mask, boxes, heatmap = token_visuals(token_map, (width, height), 0.2)
+    assert mask.shape == (round(height / 3), MAX_VISUAL_SIDE) and heatmap is None
+    (left, top, right, bottom), = boxes
+    assert abs(left - width / 2) <= 3 * 8 and top == 0 and right == width and abs(bottom - height / 2) <= 3 * 4
 
 
 def test_overlay_heatmap_keeps_size_and_colours():
@@ -184,56 +192,14 @@ def test_inputs_are_not_modified(case):
     assert queries == before[4]
 
 
-# ------------------------------------------------------------------------------------------------ CLI
+@pytest.mark.parametrize("queries, error", [({"Invoice": 1}, TypeError), (7, TypeError), (["ok", 3], TypeError),
+                                            ([], ValueError), ("word " * 400, ValueError)])
+def test_bad_queries_are_named_errors(case, queries, error):
+    with pytest.raises(error, match="quer"):
+        make_pipeline(case)(str(case.image_path("single_tile.png")), queries)
 
 
-def test_cli_end_to_end(tmp_path, capsys):
-    case = Case("tiny_seg")
-    out = tmp_path / "results"
-    images = [str(case.image_path("doc_wide.png")), str(case.image_path("single_tile.png"))]
-    code = cli_main(["similarity", "--model", str(case.checkpoint), "--image", *images,
-                     "--query", "they are not", "x", "--out", str(out), "--threshold", "0.05"])
-    assert code == 0, capsys.readouterr().err
-    summary = json.loads((out / "summary.json").read_text())
-    assert [Path(entry["image"]).name for entry in summary["images"]] == ["doc_wide.png", "single_tile.png"]
-    expected = case.expected("doc_wide.png")
-    first = summary["images"][0]["queries"][0]
-    assert first["query"] == "they are not"
-    assert [t["token_id"] for t in first["tokens"]] == case.manifest["query_input_ids"]["they are not"]
-    for token, token_map in zip(first["tokens"], expected["similarity_q2"]):
-        assert token["score"] == pytest.approx(float(token_map.max()), abs=1e-4)
-        heatmap, mask = Image.open(out / token["heatmap"]), Image.open(out / token["mask"])
-        assert heatmap.size == mask.size == tuple(summary["images"][0]["size"])
-        mask_pixels = np.asarray(mask) > 0
-        assert mask_to_boxes(mask_pixels) == token["boxes"]
-    assert first["relevance"] == pytest.approx(np.mean([m.max() for m in expected["similarity_q2"]]), abs=1e-4)
-    assert any(t["boxes"] for q in summary["images"][0]["queries"] for t in q["tokens"])
-
-    # An existing --out is kept unless --force.
-    assert cli_main(["similarity", "--model", str(case.checkpoint), "--image", images[0], "--query", "x",
-                     "--out", str(out)]) == 1
-    assert "already exists" in capsys.readouterr().err
-    assert (out / "summary.json").is_file() and len(summary["images"]) == 2
-
-
-def test_cli_explains_missing_model(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["similarity", "--image", "a.png", "--query", "x", "--out", "o"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "converted TokenOCR folder" in err and "tokenocr-convert" in err
-
-
-def test_cli_bad_inputs_write_nothing(tmp_path, capsys):
-    case = Case("tiny_seg")
-    out = tmp_path / "results"
-    assert cli_main(["similarity", "--model", str(case.checkpoint), "--image", str(tmp_path / "missing.png"),
-                     "--query", "x", "--out", str(out)]) == 1
-    assert "missing.png" in capsys.readouterr().err
-    assert cli_main(["similarity", "--model", str(case.checkpoint), "--image", str(case.image_path("doc_wide.png")),
-                     "--query", "  ", "--out", str(out)]) == 1
-    assert "non-whitespace" in capsys.readouterr().err
-    assert cli_main(["similarity", "--model", str(tmp_path / "no-model"), "--image",
-                     str(case.image_path("doc_wide.png")), "--query", "x", "--out", str(out)]) == 1
-    assert "--model" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize("threshold", [float("nan"), 1.5, -3])
+def test_bad_thresholds_are_value_errors(case, threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        make_pipeline(case)(str(case.image_path("single_tile.png")), "x", threshold=threshold)

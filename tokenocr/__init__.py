@@ -1,34 +1,39 @@
-"""TokenOCR for Transformers.
+"""
+TokenOCR for Transformers.
 
-Importing `tokenocr` registers TokenOCR with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoImageProcessor`, `AutoProcessor`) and the `token-similarity` pipeline, so folders with
-`model_type: tokenocr` load without remote code.
+`import tokenocr` registers TokenOCR with transformers' Auto classes (`AutoConfig`, `AutoModel`,
+`AutoImageProcessor`, `AutoProcessor`) and the `token-similarity` pipeline, so folders with `model_type: tokenocr`
+load with the installed classes and without remote code. The import itself is instant: the classes below, and
+transformers and torch, are loaded on first use (see `_registration.py` for how registration still happens as soon
+as transformers is imported).
+
+Where things live: `tokenocr.modeling` (config and model) and `tokenocr.processing` (image processor, processor,
+pipeline) are also the hub's remote code; `tokenocr.conversion` reads original checkpoints and converts them;
+`tokenocr.cli` is the command line. See ARCHITECTURE.md.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
-from transformers.pipelines import PIPELINE_REGISTRY
+from typing import TYPE_CHECKING
 
-from .modeling import TokenOCRConfig, TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel
-from .processing import TokenOCRImageProcessor, TokenOCRProcessor, TokenSimilarityPipeline
+from ._lazy import lazy_exports
+from ._registration import register_now_or_when_transformers_is_imported
 
 
 __version__ = "0.1.0"
 
-AutoConfig.register(TokenOCRConfig.model_type, TokenOCRConfig, exist_ok=True)
-AutoModel.register(TokenOCRConfig, TokenOCRModel, exist_ok=True)
-AutoImageProcessor.register(TokenOCRConfig, slow_image_processor_class=TokenOCRImageProcessor, exist_ok=True)
-AutoProcessor.register(TokenOCRConfig, TokenOCRProcessor, exist_ok=True)
-if "token-similarity" not in PIPELINE_REGISTRY.get_supported_tasks():
-    PIPELINE_REGISTRY.register_pipeline(
-        "token-similarity", pipeline_class=TokenSimilarityPipeline, pt_model=AutoModel, type="multimodal"
-    )
+_EXPORTS = {
+    "TokenOCRConfig": "modeling",
+    "TokenOCRModel": "modeling",
+    "TokenOCROutput": "modeling",
+    "TokenOCRPreTrainedModel": "modeling",
+    "TokenOCRImageProcessor": "processing",
+    "TokenOCRProcessor": "processing",
+    "TokenSimilarityPipeline": "processing",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "TokenOCRConfig",
-    "TokenOCRImageProcessor",
-    "TokenOCRModel",
-    "TokenOCROutput",
-    "TokenOCRPreTrainedModel",
-    "TokenOCRProcessor",
-    "TokenSimilarityPipeline",
-]
+if TYPE_CHECKING:
+    from .modeling import TokenOCRConfig, TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel
+    from .processing import TokenOCRImageProcessor, TokenOCRProcessor, TokenSimilarityPipeline
+
+register_now_or_when_transformers_is_imported()

@@ -1,0 +1,157 @@
+# Copyright 2026 The TokenOCR for Transformers authors.
+# Licensed under the MIT License.
+"""
+Run code as a hub user would: in a fresh Python process in which `tokenocr` cannot be imported, so that a converted
+folder must load with transformers alone (its remote code, `trust_remote_code=True`).
+
+The parent side is `run_as_hub_user(target, args, ...)`; the child side is this file run as a module with its folder
+on `PYTHONPATH`:
+
+    python -m hub_check MODULE:FUNCTION JSON_ARGUMENTS
+
+The child blocks `tokenocr`, exits if its parent dies, calls `MODULE.FUNCTION(*arguments)` and prints the JSON of
+what it returns as its last line. On failure the child's whole output, traceback included, is kept in a log file
+that the error message names. The converter's verification (`verify_converted_folder`) runs this way, and so do
+the tests that load converted folders as hub repos. Nothing here imports `tokenocr`: this file must work both as
+`tokenocr.conversion.hub_check` and as the child's top-level `hub_check`.
+"""
+
+import importlib
+import importlib.abc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+PARENT_PID_VARIABLE = "TOKENOCR_HUB_CHECK_PARENT_PID"
+
+
+class HubCheckError(RuntimeError):
+    """The child process failed; the message is its last error line and where its full log is."""
+
+
+# ------------------------------------------------------------------------------------------- parent side
+
+
+def run_as_hub_user(target: str, args: list, workdir: Path, env: dict | None = None, extra_paths=(), what="") -> dict:
+    """
+    Run `target` (`"module:function"`) with `args` (JSON values) in a fresh Python as a hub user; return its report.
+
+    Args:
+        target: the function to call in the child; its module is found on `PYTHONPATH` (this folder plus
+            `extra_paths`).
+        args: its arguments (paths as strings).
+        workdir: the child's working folder (keep it free of a `tokenocr` folder).
+        env: the environment (default: this process's), to which the offline and `PYTHONPATH` settings are added.
+        extra_paths: more folders for the child's `PYTHONPATH`.
+        what: what is being checked, for the error message.
+
+    Raises:
+        HubCheckError: the child failed; the message names the last error line and a log file with everything.
+    """
+    child_env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONPATH"}
+    child_env.setdefault("HF_HUB_OFFLINE", "1")
+    child_env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), *map(str, extra_paths)])
+    child_env[PARENT_PID_VARIABLE] = str(os.getpid())
+    command = [sys.executable, "-m", "hub_check", target, json.dumps([str(a) if isinstance(a, Path) else a for a in args])]
+    result = subprocess.run(command, cwd=workdir, env=child_env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        log = Path(tempfile.gettempdir()) / f"tokenocr-hub-check-{os.getpid()}.log"
+        log.write_text(f"$ {' '.join(command)}\n\n{result.stdout}\n{result.stderr}", encoding="utf-8")
+        raise HubCheckError(f"{what or target}: {reason} (full log: {log})")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------------------- child side
+
+
+class _BlockTokenOCR(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tokenocr" or name.startswith("tokenocr."):
+            raise ImportError("tokenocr must not be needed to load a converted folder (hub users do not have it)")
+        return None
+
+
+def block_tokenocr() -> None:
+    """Make `import tokenocr` fail in this process from now on."""
+    for name in [name for name in sys.modules if name == "tokenocr" or name.startswith("tokenocr.")]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _BlockTokenOCR())
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """End this process as soon as the process that started it is gone (even after a SIGKILL of the parent)."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def verify_converted_folder(folder: str, probe: str, reference_file: str, text_reference_file: str, query: str) -> dict:
+    """
+    Load `folder` with transformers alone, in float32, and compare it with the source's outputs saved by the parent:
+    the features of the probe page's tiles (`reference_file`, `(tiles, locations, D)`, compared tile by tile and in
+    chunks of locations, so neither side is held whole) and the embeddings of the probe query's tokens.
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoProcessor, AutoTokenizer
+
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    if model.config.model_type != "tokenocr" or not type(model).__module__.startswith("transformers_modules"):
+        raise TypeError(f"the folder loads as {type(model).__module__}.{type(model).__name__}, not its remote code")
+    if not tokenizer.is_fast or not type(tokenizer).__module__.startswith("transformers."):
+        raise TypeError(f"the tokenizer is {type(tokenizer).__module__}.{type(tokenizer).__name__}, not a fast one")
+    pixel_values = processor(images=probe, return_tensors="pt")["pixel_values"]
+    reference = np.load(reference_file, mmap_mode="r")
+    if reference.shape[0] != pixel_values.shape[0]:
+        raise ValueError(f"the probe gives {pixel_values.shape[0]} tiles, the source {reference.shape[0]}")
+    difference = scale = 0.0
+    for tile in range(pixel_values.shape[0]):
+        with torch.no_grad():
+            features = model.get_image_features(pixel_values[tile : tile + 1])[0]
+        if tuple(features.shape) != reference.shape[1:]:
+            raise ValueError(f"features of shape {tuple(features.shape)}, expected {reference.shape[1:]}")
+        for start in range(0, features.shape[0], 2048):
+            expected = torch.from_numpy(np.array(reference[tile, start : start + 2048]))
+            difference = max(difference, float((features[start : start + 2048] - expected).abs().max()))
+            scale = max(scale, float(expected.abs().max()))
+    query_ids = processor(text=query)["input_ids"]
+    prepare_query = importlib.import_module(type(processor).__module__).prepare_query
+    with torch.no_grad():
+        text = model.get_text_features(torch.tensor(query_ids))
+    text_difference = float((text - torch.from_numpy(np.load(text_reference_file))).abs().max())
+    return {
+        "difference": difference,
+        "scale": scale,
+        "text_difference": text_difference,
+        "query_ids": query_ids,
+        "tokenizer_ids": tokenizer(prepare_query(query), add_special_tokens=False)["input_ids"],
+    }
+
+
+def main(argv: list[str]) -> None:
+    block_tokenocr()
+    if os.environ.get(PARENT_PID_VARIABLE, "").isdigit():
+        exit_with_parent(int(os.environ[PARENT_PID_VARIABLE]))
+    target, arguments = argv
+    module_name, function_name = target.split(":")
+    module = sys.modules[__name__] if module_name == "hub_check" else importlib.import_module(module_name)
+    report = getattr(module, function_name)(*json.loads(arguments))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""
+What a hub user runs against a converted folder, as real functions: the tests call them in a fresh Python process in
+which `tokenocr` cannot be imported (`hub_cache.run_as_hub_user`), each returning a JSON report.
+"""
+
+import json
+
+import numpy as np
+
+
+def fixture_report(repo: str, fixtures: str) -> dict:
+    """Load `repo` with the Auto classes and compare features and maps with the original's fixture outputs."""
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
+
+    manifest = json.load(open(f"{fixtures}/manifest.json"))
+    config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+    image_processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)
+    report = {"config": type(config).__name__, "model": type(model).__name__, "model_module": type(model).__module__,
+              "image_processor": type(image_processor).__name__, "tokenizer_fast": tokenizer.is_fast,
+              "tokenizer_module": type(tokenizer).__module__, "features": 0.0, "similarity": 0.0, "ids_equal": True}
+    for image in manifest["images"]:
+        expected = np.load(f"{fixtures}/expected/{image[:-4]}.npz")
+        inputs = processor(images=f"{fixtures}/inputs/{image}", return_tensors="pt")
+        with torch.no_grad():
+            features = model.get_image_features(inputs["pixel_values"])
+        report["features"] = max(report["features"], float(np.abs(features.numpy() - expected["features"]).max()))
+        for index, query in enumerate(manifest["queries"]):
+            text = processor(text=query, return_tensors="pt")
+            report["ids_equal"] &= text["input_ids"][0].tolist() == manifest["query_input_ids"][query]
+            with torch.no_grad():
+                similarity = model(image_embeds=features, input_ids=text["input_ids"]).similarity
+            maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"])[0][0]
+            difference = float(np.abs(maps.numpy() - expected[f"similarity_q{index}"]).max())
+            report["similarity"] = max(report["similarity"], difference)
+    return report
+
+
+def pipeline_report(repo: str, fixtures: str) -> dict:
+    """Run `pipeline("token-similarity")` from `repo`'s remote code on every fixture image and query."""
+    from PIL import Image
+    from transformers import pipeline
+
+    manifest = json.load(open(f"{fixtures}/manifest.json"))
+    finder = pipeline("token-similarity", model=repo, trust_remote_code=True)
+    report = {"class": type(finder).__name__, "module": type(finder).__module__, "worst": 0.0, "sizes_ok": True}
+    for image in manifest["images"]:
+        expected = np.load(f"{fixtures}/expected/{image[:-4]}.npz")
+        size = Image.open(f"{fixtures}/inputs/{image}").size
+        results = finder(f"{fixtures}/inputs/{image}", manifest["queries"])
+        for index, tokens in enumerate(results):
+            for token, reference in zip(tokens, expected[f"similarity_q{index}"]):
+                report["worst"] = max(report["worst"], float(np.abs(token["similarity"] - reference).max()))
+                report["sizes_ok"] &= token["heatmap"].size == size and token["mask"].shape == (size[1], size[0])
+    return report
+
+
+def fixture_and_pipeline_report(repo: str, fixtures: str) -> dict:
+    """Both reports from one process (each new process costs seconds of imports)."""
+    return {**fixture_report(repo, fixtures), "pipeline": pipeline_report(repo, fixtures)}
+
+
+def run_code(code: str) -> dict:
+    """Execute a code block (e.g. from a model card) as a hub user would paste it; report what it printed."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "<code block>", "exec"), {"__name__": "__main__"})
+    return {"printed": printed.getvalue()}

@@ -1,0 +1,118 @@
+"""`tokenocr similarity`: one heatmap and one mask PNG per query token and image, and `summary.json`."""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from ..outputs import building_folder, check_output_location, check_replaceable, move_into_place
+
+
+PROGRAM = "tokenocr"
+TOOL = "tokenocr similarity"  # written into summary.json: how an earlier output of this command is recognised
+
+
+def display_name(path: str) -> str:
+    """A path as text that can always be written to JSON (undecodable bytes of a file name shown as U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^\w.-]+", "_", display_name(text).strip()).strip("._")
+    return cleaned[:40] or "token"
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` an earlier `tokenocr similarity` did not write (everything, if it is not such an output)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        summary = None
+    entries = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*"))
+    if not isinstance(summary, dict) or summary.get("tool") != TOOL:
+        return entries or ["no summary.json"]
+    written = {"summary.json"}
+    for image in summary.get("images", []):
+        written.add(image.get("folder", ""))
+        for query in image.get("queries", []):
+            for token in query.get("tokens", []):
+                written.update((token.get("heatmap", ""), token.get("mask", "")))
+    return [entry for entry in entries if entry not in written]
+
+
+def check_inputs(args) -> Path:
+    """Everything that can be checked before loading the model; returns the destination folder."""
+    for image in args.image:
+        if not image.startswith(("http://", "https://")):
+            if not os.path.exists(image):
+                raise FileNotFoundError(f"--image '{display_name(image)}' does not exist")
+            if os.path.isdir(image):
+                raise ValueError(f"--image '{display_name(image)}' is a folder; give image or PDF files")
+    destination = check_output_location(args.out, [args.model, *args.image], "--out")
+    check_replaceable(destination, args.force, foreign_entries, "--out")
+    return destination
+
+
+def iter_pages(paths: list[str], pages: str | None, dpi: int):
+    """`(index, path, page number or None, RGB image)` for every image file and every selected PDF page."""
+    from ..processing.image_processing_tokenocr import is_pdf, load_pdf_pages, to_rgb_image
+
+    index = 0
+    for path in paths:
+        if is_pdf(path):
+            for number, image in load_pdf_pages(path, pages, dpi):
+                yield index, path, number, image
+                index += 1
+        else:
+            yield index, path, None, to_rgb_image(path, index)
+            index += 1
+
+
+def write_token_pictures(token: dict, image, shown, threshold: float, folder: Path, stem: str) -> dict:
+    """Write one token's heatmap and mask PNGs (made and released one token at a time); its summary entry."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..processing.pipeline_tokenocr import token_visuals
+
+    mask, _, heatmap = token_visuals(torch.from_numpy(token["similarity"]), image.size, threshold, shown)
+    heatmap.save(folder / f"{stem}-heatmap.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{stem}-mask.png")
+    return {
+        "token": token["token"], "token_id": token["token_id"], "score": token["score"], "boxes": token["boxes"],
+        "heatmap": f"{folder.name}/{stem}-heatmap.png", "mask": f"{folder.name}/{stem}-mask.png",
+    }
+
+
+def run(args, finder) -> Path:
+    """Write the results for `args` with the loaded pipeline `finder`; returns the output folder."""
+    from huggingface_hub.utils import tqdm
+
+    from ..processing import relevance_score
+    from ..processing.pipeline_tokenocr import visual_image
+
+    destination = Path(args.out).expanduser().absolute()
+    summary = {"tool": TOOL, "model": args.model, "threshold": args.threshold, "images": []}
+    with building_folder(destination, PROGRAM) as building:
+        for index, path, page, image in tqdm(iter_pages(args.image, args.pages, args.dpi), desc="Images", unit="image",
+                                             file=sys.stderr):
+            results = finder(image, list(args.query), threshold=args.threshold, max_tiles=args.max_tiles,
+                             return_visuals=False)
+            folder = building / (f"{index:03d}-{safe_name(Path(path).stem)}" + (f"-p{page}" if page else ""))
+            folder.mkdir()
+            shown = visual_image(image)
+            entry = {"image": display_name(path), "size": [image.width, image.height], "folder": folder.name,
+                     "queries": [], **({"page": page} if page else {})}
+            for query_index, (query, tokens) in enumerate(zip(args.query, results)):
+                written = [
+                    write_token_pictures(token, image, shown, args.threshold, folder,
+                                         f"q{query_index}-t{token_index:02d}-{safe_name(token['token'])}")
+                    for token_index, token in enumerate(tokens)
+                ]
+                entry["queries"].append({"query": query, "relevance": relevance_score(tokens), "tokens": written})
+            summary["images"].append(entry)
+        (building / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        move_into_place(building, destination)
+    return destination

@@ -1,0 +1,14 @@
+"""
+Facts the command line, the loader and the converter share. No heavy imports here: the command line reads them while
+parsing arguments, before torch or transformers are loaded. (Defaults that the hub's remote code also needs, such
+as the mask threshold, live in `processing/settings_tokenocr.py`.)
+"""
+
+# Weight dtypes a TokenOCR model can be loaded or converted to (names of torch dtypes).
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+# `model_type` of an original TokenOCR checkpoint's config.json (InternVL-style).
+ORIGINAL_MODEL_TYPE = "internvl_chat"
+
+# A hub repo id: `owner/name`.
+HUB_ID_PATTERN = r"[A-Za-z0-9][\w.-]*/[\w.-]+"

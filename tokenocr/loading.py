@@ -1,0 +1,104 @@
+"""
+Loading a TokenOCR model for the command line and the demo, from whatever the user names: a converted folder, a
+hub repo id, or an original checkpoint folder. A folder's or repo's own Python files run only with
+`trust_remote_code=True`; otherwise the installed package's classes are used for `model_type: tokenocr`.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from .constants import DTYPE_NAMES, HUB_ID_PATTERN, ORIGINAL_MODEL_TYPE
+
+
+MODEL_HELP = (
+    "a converted TokenOCR folder (made with `tokenocr-convert --input ORIGINAL --output DIR`), a hub repo id such as "
+    f"org/TokenOCR, or an original TokenOCR checkpoint folder (config.json with model_type {ORIGINAL_MODEL_TYPE})"
+)
+
+
+class ModelNotFoundError(ValueError):
+    """`--model` names nothing that can be loaded; the message says what to pass."""
+
+
+def model_type_of_folder(folder: Path) -> str | None:
+    """The `model_type` in `folder/config.json`, or None when there is no readable JSON object there."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def check_device(spec: str | None) -> str:
+    """`spec` (`cpu`, `cuda`, `cuda:1`, `mps`, ...) checked to name a device this machine has; default `cpu`."""
+    import torch
+
+    if spec is None:
+        return "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device '{spec}' is not a device; use cpu, cuda, cuda:N or mps") from None
+    available = {
+        "cpu": lambda: True,
+        "cuda": lambda: torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+        "mps": lambda: torch.backends.mps.is_available(),
+        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+    }
+    if device.type not in available:
+        raise ValueError(f"--device '{spec}': device type '{device.type}' is not supported; use cpu, cuda or mps")
+    if not available[device.type]():
+        raise ValueError(f"--device '{spec}' is not available on this machine")
+    return str(device)
+
+
+def load_pipeline(model: str, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False,
+                  batch_size: int | None = None):
+    """
+    A `token-similarity` pipeline for `model`: a converted folder or hub repo id (the installed classes, or the
+    folder's own code with `trust_remote_code`), or an original checkpoint folder (`load_original`).
+
+    Raises:
+        ModelNotFoundError: `model` is neither an existing folder nor a hub repo id, or not a TokenOCR model.
+    """
+    import torch
+
+    device = check_device(device)
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    folder = Path(model).expanduser()
+    if folder.is_dir() and model_type_of_folder(folder) == ORIGINAL_MODEL_TYPE:
+        from .conversion import load_original
+        from .processing import TokenSimilarityPipeline
+
+        network, processor = load_original(folder, dtype=torch_dtype or torch.float32)
+        return TokenSimilarityPipeline(model=network, processor=processor, task="token-similarity", **options)
+    if not folder.is_dir() and not re.fullmatch(HUB_ID_PATTERN, model):
+        raise ModelNotFoundError(f"--model '{model}' is not a folder or a hub repo id; pass {MODEL_HELP}")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"--model '{model}' has no config.json; pass {MODEL_HELP}")
+    if trust_remote_code:
+        from transformers import pipeline
+
+        return pipeline("token-similarity", model=model, trust_remote_code=True, dtype=torch_dtype or "auto", **options)
+    return _installed_pipeline(model, torch_dtype, options)
+
+
+def _installed_pipeline(model: str, torch_dtype, options: dict):
+    """The pipeline built from the installed package's classes: nothing from the folder or repo is executed."""
+    from transformers import AutoConfig
+
+    from .modeling import TokenOCRConfig, TokenOCRModel
+    from .processing import TokenOCRProcessor, TokenSimilarityPipeline
+
+    config = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    if not isinstance(config, TokenOCRConfig):
+        raise ModelNotFoundError(
+            f"--model '{model}' is a '{config.model_type}' model, not TokenOCR; pass {MODEL_HELP}"
+        )
+    network = TokenOCRModel.from_pretrained(model, dtype=torch_dtype or "auto").eval()
+    processor = TokenOCRProcessor.from_pretrained(model)
+    return TokenSimilarityPipeline(model=network, processor=processor, task="token-similarity", **options)
