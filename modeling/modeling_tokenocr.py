@@ -126,8 +126,8 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             hidden_states = layer(hidden_states)
         return hidden_states
 
-    def _upsampled_feature_map(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """`(num_tiles, channels, height, width)` tiles -> `(num_tiles, vision_width, 4 * grid_h, 4 * grid_w)`."""
+    def _patch_grid(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """`(num_tiles, channels, height, width)` tiles -> the selected hidden state as `(num_tiles, width, grid_h, grid_w)`."""
         if pixel_values.dim() != 4:
             raise ValueError(
                 f"pixel_values must have shape (num_tiles, channels, height, width), got {tuple(pixel_values.shape)}."
@@ -137,8 +137,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         num_tiles, _, width = hidden_states.shape
         patch_h, patch_w = self.config.vision_config.patch_size
         grid_h, grid_w = pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
-        feature_map = hidden_states.transpose(1, 2).reshape(num_tiles, width, grid_h, grid_w)
-        return self.upsampler(feature_map)
+        return hidden_states.transpose(1, 2).reshape(num_tiles, width, grid_h, grid_w)
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         r"""
@@ -152,7 +151,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             `torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`: one feature per location of
             the 4x upsampled patch grid, row-major (`num_locations = (4 * tile_size / patch_size) ** 2`).
         """
-        feature_map = self._upsampled_feature_map(pixel_values)
+        feature_map = self.upsampler(self._patch_grid(pixel_values))
         return self.projector(feature_map.flatten(2).transpose(1, 2))
 
     def get_text_features(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
@@ -173,12 +172,13 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         pixel_values: torch.FloatTensor,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
-        locations_per_chunk: int = 4096,
+        locations_per_chunk: int = 2048,
     ) -> torch.FloatTensor:
         r"""
         Cosine similarity between query tokens and every location of every tile, computed without holding the
-        `(num_tiles, num_locations, hidden_size)` features: the projector, the normalisation and the scoring run
-        over `locations_per_chunk` locations at a time. Equal to `forward(...).similarity` up to float rounding.
+        `(num_tiles, num_locations, hidden_size)` features: the upsampler runs one tile at a time, and the projector,
+        the normalisation and the scoring over `locations_per_chunk` locations at a time. Equal to
+        `forward(...).similarity` up to float rounding.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
@@ -187,7 +187,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
                 Query token ids.
             attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 0 at padded query positions, whose similarity is set to 0.
-            locations_per_chunk (`int`, *optional*, defaults to 4096):
+            locations_per_chunk (`int`, *optional*, defaults to 2048):
                 Locations projected and scored at once; bounds the working memory.
 
         Returns:
@@ -196,15 +196,17 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         if locations_per_chunk < 1:
             raise ValueError(f"locations_per_chunk must be at least 1, got {locations_per_chunk}.")
         input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
-        locations = self._upsampled_feature_map(pixel_values).flatten(2).transpose(1, 2)  # (tiles, L, width)
+        grid = self._patch_grid(pixel_values)
         text = _unit_vectors(self.get_text_features(input_ids))
         similarity = None
-        for start in range(0, locations.shape[1], locations_per_chunk):
-            features = _unit_vectors(self.projector(locations[:, start : start + locations_per_chunk]))
-            chunk = torch.einsum("btd,nld->btnl", text.to(features.device, features.dtype), features)
+        for tile in range(grid.shape[0]):
+            locations = self.upsampler(grid[tile : tile + 1]).flatten(2)[0].transpose(0, 1)  # (locations, width)
             if similarity is None:
-                similarity = chunk.new_empty((*chunk.shape[:3], locations.shape[1]))
-            similarity[..., start : start + chunk.shape[-1]] = chunk
+                similarity = locations.new_empty((*input_ids.shape, grid.shape[0], locations.shape[0]))
+                text = text.to(locations.device, locations.dtype)
+            for start in range(0, locations.shape[0], locations_per_chunk):
+                features = _unit_vectors(self.projector(locations[start : start + locations_per_chunk]))
+                similarity[:, :, tile, start : start + features.shape[0]] = text @ features.T
         return _mask_padding(similarity, attention_mask, 0.0)
 
     def forward(

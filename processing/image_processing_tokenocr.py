@@ -152,6 +152,44 @@ def is_pdf(source) -> bool:
     return isinstance(source, (str, os.PathLike)) and os.fsdecode(source).lower().endswith(".pdf")
 
 
+def _open_pdf(source):
+    """`(document, name)` for a PDF path or bytes; one-line errors for what cannot be read."""
+    try:
+        import pypdfium2
+    except ImportError as error:
+        raise ImportError('Reading PDFs needs pypdfium2: pip install "tokenocr[pdf]"') from error
+    name = describe_image(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "given as bytes"
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        raise FileNotFoundError(f"PDF file {name} does not exist.")
+    try:
+        document = pypdfium2.PdfDocument(os.fspath(source) if isinstance(source, os.PathLike) else source)
+    except pypdfium2.PdfiumError as error:
+        raise ValueError(f"Cannot read PDF {name}: {error} (damaged, or encrypted with a password)") from error
+    if len(document) == 0:
+        document.close()
+        raise ValueError(f"PDF {name} has no pages.")
+    return document, name
+
+
+def _selected_pages(count: int, pages: str | None, name: str) -> list[int]:
+    numbers = []
+    for first, last in parse_pages(pages) or [(1, None)]:
+        last = count if last is None else last
+        if first > count or last > count:
+            raise ValueError(f"PDF {name} has {count} pages; pages {first}-{last} were asked for.")
+        numbers.extend(range(first, last + 1))
+    return numbers
+
+
+def pdf_page_numbers(source, pages: str | None = None) -> list[int]:
+    """The 1-based numbers of the `pages` selected (`"1-3,7"`, default all) in a PDF (a path or its bytes)."""
+    document, name = _open_pdf(source)
+    try:
+        return _selected_pages(len(document), pages, name)
+    finally:
+        document.close()
+
+
 def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI) -> Iterator[tuple[int, Image.Image]]:
     """
     Render the pages of a PDF (a path, or its bytes) as RGB images, one at a time: yields `(page_number, image)`
@@ -162,34 +200,16 @@ def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI)
         ImportError: pypdfium2 is not installed.
         ValueError: the PDF is encrypted, damaged or has no pages, or a selected page does not exist.
     """
-    try:
-        import pypdfium2
-    except ImportError as error:
-        raise ImportError('Reading PDFs needs pypdfium2: pip install "tokenocr[pdf]"') from error
-    name = describe_image(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "given as bytes"
-    if not isinstance(dpi, (int, float)) or not 18 <= dpi <= 1200:
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 18 <= dpi <= 1200:
         raise ValueError(f"dpi must be between 18 and 1200, got {dpi!r}.")
-    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
-        raise FileNotFoundError(f"PDF file {name} does not exist.")
+    document, name = _open_pdf(source)
     try:
-        document = pypdfium2.PdfDocument(source if not isinstance(source, os.PathLike) else os.fspath(source))
-    except pypdfium2.PdfiumError as error:
-        raise ValueError(f"Cannot read PDF {name}: {error} (damaged, or encrypted with a password)") from error
-    try:
-        count = len(document)
-        if count == 0:
-            raise ValueError(f"PDF {name} has no pages.")
-        wanted = parse_pages(pages) or [(1, None)]
-        for first, last in wanted:
-            last = count if last is None else last
-            if first > count or last > count:
-                raise ValueError(f"PDF {name} has {count} pages; pages {first}-{last} were asked for.")
-            for number in range(first, last + 1):
-                page = document[number - 1]
-                try:
-                    yield number, page.render(scale=dpi / 72).to_pil().convert("RGB")
-                finally:
-                    page.close()
+        for number in _selected_pages(len(document), pages, name):
+            page = document[number - 1]
+            try:
+                yield number, page.render(scale=dpi / 72).to_pil().convert("RGB")
+            finally:
+                page.close()
     finally:
         document.close()
 
@@ -312,4 +332,4 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
 
-__all__ = ["TokenOCRImageProcessor", "load_pdf_pages", "to_rgb_image"]
+__all__ = ["TokenOCRImageProcessor", "load_pdf_pages", "pdf_page_numbers", "to_rgb_image"]

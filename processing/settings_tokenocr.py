@@ -15,7 +15,7 @@ DEFAULT_THRESHOLD = 0.2
 DEFAULT_BATCH_SIZE = 4
 
 # Query locations projected and scored at once by the pipeline; bounds its working memory.
-LOCATIONS_PER_CHUNK = 4096
+LOCATIONS_PER_CHUNK = 2048
 
 # Most tokens one query may have: its similarity maps and pictures grow with it.
 MAX_QUERY_TOKENS = 256

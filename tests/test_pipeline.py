@@ -203,3 +203,124 @@ def test_bad_queries_are_named_errors(case, queries, error):
 def test_bad_thresholds_are_value_errors(case, threshold):
     with pytest.raises(ValueError, match="threshold"):
         make_pipeline(case)(str(case.image_path("single_tile.png")), "x", threshold=threshold)
+
+
+# ------------------------------------------------------------------------------------- collections, PDFs
+
+
+def test_a_generator_streams_in_order_without_holding_earlier_images(case):
+    """50 images from a generator: results come back in input order and earlier images are let go."""
+    import gc
+    import weakref
+
+    finder = make_pipeline(case)
+    base = Image.open(case.image_path("single_tile.png")).convert("RGB")
+    alive, shades = [], list(range(0, 250, 5))
+
+    def make(shade):
+        image = Image.new("RGB", base.size, (shade, shade, shade))
+        image.paste(base.crop((0, 0, base.width // 2, base.height)))
+        return image
+
+    def images():
+        for shade in shades:
+            image = make(shade)
+            alive.append(weakref.ref(image))
+            yield image
+
+    results = finder(images(), "Invoice", return_visuals=False)
+    assert not isinstance(results, list)
+    reference = finder(make(shades[7]), "Invoice", return_visuals=False)
+    for index, tokens in enumerate(results):
+        if index == 7:  # in order: the eighth result belongs to the eighth image
+            np.testing.assert_allclose(tokens[0]["similarity"], reference[0]["similarity"], atol=1e-5)
+        if index == 40:
+            gc.collect()
+            # Nothing held from early images (transformers' Pipeline keeps the first item of a generator, which it
+            # peeks at to tell chats from other inputs: one image, whatever the number).
+            assert [i for i, ref in enumerate(alive[:30]) if ref() is not None] in ([], [0])
+    assert index == len(shades) - 1
+
+
+def test_a_dataset_and_batch_size_given_at_construction(case):
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    model, processor = load_case(case)
+    paths = [str(case.image_path(image)) for image in case.images]
+    rows = [{"image": path, "label": index} for index, path in enumerate(paths)]
+    sizes = []
+    hook = model.vision_tower.embeddings.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    try:
+        finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity", batch_size=3)
+        streamed = list(finder(KeyDataset(rows, "image"), "x", return_visuals=False))
+    finally:
+        hook.remove()
+    tiles = sum(int(np.prod(case.manifest["images"][image]["grid_cols_rows"])) for image in case.images)
+    assert sum(sizes) == tiles and max(sizes) == 3 and sizes.count(3) == tiles // 3  # tiles of consecutive images share
+    for path, tokens in zip(paths, streamed):
+        np.testing.assert_allclose(tokens[0]["similarity"], finder(path, "x")[0]["similarity"], atol=1e-5)
+
+
+def test_visuals_only_on_demand(case):
+    finder = make_pipeline(case)
+    lean = finder(str(case.image_path("doc_wide.png")), "Invoice", return_visuals=False)
+    full = finder(str(case.image_path("doc_wide.png")), "Invoice")
+    assert all("heatmap" not in t and "mask" not in t for t in lean)
+    for a, b in zip(lean, full):
+        assert a["boxes"] == b["boxes"] and a["score"] == b["score"] and {"heatmap", "mask"} <= set(b)
+
+
+def make_pdf(path, pages):
+    pages[0].save(path, format="PDF", save_all=True, append_images=pages[1:], resolution=72)
+    return str(path)
+
+
+def test_pdf_pages_are_results_that_name_their_page(case, tmp_path):
+    from tokenocr.processing.image_processing_tokenocr import load_pdf_pages
+
+    pages = [Image.open(case.image_path(name)).convert("RGB") for name in ("doc_wide.png", "doc_tall.png")]
+    pdf = make_pdf(tmp_path / "two.pdf", pages)
+    finder = make_pipeline(case)
+    results = finder(pdf, "Invoice", dpi=72)
+    assert [tokens[0]["page"] for tokens in results] == [1, 2]
+    rendered = dict(load_pdf_pages(pdf, dpi=72))
+    assert rendered[2].size == pages[1].size  # 72 dpi: one PDF point per pixel
+    np.testing.assert_allclose(results[1][0]["similarity"], finder(rendered[2], "Invoice")[0]["similarity"], atol=1e-6)
+    only_second = finder(Path(pdf).read_bytes(), "Invoice", pages="2", dpi=72)
+    assert [tokens[0]["page"] for tokens in only_second] == [2]
+    mixed = finder([str(case.image_path("single_tile.png")), pdf], "Invoice", dpi=72)
+    assert len(mixed) == 3 and "page" not in mixed[0][0] and mixed[2][0]["page"] == 2
+
+
+def test_bad_pdfs_are_named_errors(case, tmp_path):
+    finder = make_pipeline(case)
+    damaged = tmp_path / "damaged.pdf"
+    damaged.write_bytes(b"%PDF-1.4\n this is not a PDF")
+    with pytest.raises(ValueError, match="damaged.pdf"):
+        finder(str(damaged), "x")
+    pdf = make_pdf(tmp_path / "one.pdf", [Image.new("RGB", (50, 40), "white")])
+    with pytest.raises(ValueError, match="has 1 pages"):
+        finder(pdf, "x", pages="3")
+    encrypted = tmp_path / "encrypted.pdf"
+    encrypted.write_bytes(_encrypted_pdf())
+    with pytest.raises(ValueError, match="encrypted.pdf.*password"):
+        finder(str(encrypted), "x")
+
+
+def _encrypted_pdf() -> bytes:
+    """A one-page PDF whose trailer names a standard (password) security handler."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 50 40] >>",
+        b"<< /Filter /Standard /V 1 /R 2 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >>",
+    ]
+    body, offsets = b"%PDF-1.4\n", []
+    for number, content in enumerate(objects, start=1):
+        offsets.append(len(body))
+        body += b"%d 0 obj\n" % number + content + b"\nendobj\n"
+    xref = len(body)
+    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    body += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    body += b"trailer\n<< /Size 5 /Root 1 0 R /Encrypt 4 0 R /ID [<00112233445566778899aabbccddeeff> <00112233445566778899aabbccddeeff>] >>\n"
+    return body + b"startxref\n%d\n%%%%EOF\n" % xref

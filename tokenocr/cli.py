@@ -3,6 +3,7 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
 
     tokenocr similarity --model M --image PATH [PATH ...] --query TEXT [TEXT ...] --out DIR [--force] ...
     tokenocr search --model M --images FOLDER_GLOB_OR_PDF [...] --query TEXT [TEXT ...] --out FILE.jsonl [--resume]
+                    [--top-k K]
     tokenocr convert ...            (the same as tokenocr-convert)
     tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] ...
 
@@ -106,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--out", required=True, metavar="DIR", help="folder to create")
     similarity.add_argument("--force", action="store_true",
                             help="replace --out if it is an earlier output of this command")
+    search = commands.add_parser(
+        "search", help="rank many pages (images, folders, globs, PDFs) for text queries",
+        description="Score every page for every query with one vision pass per page; write one JSON line per page and "
+        "query (relevance, each token's score and boxes) as soon as the page is done; print the best pages per query. "
+        "Runs data-parallel under `accelerate launch` or `torchrun` (one process per GPU).",
+    )
+    _add_model_arguments(search)
+    search.add_argument("--images", required=True, nargs="+", metavar="PATH",
+                        help="image or PDF files, folders (their image and PDF files) or glob patterns")
+    search.add_argument("--out", required=True, metavar="FILE.jsonl", help="file to write (one JSON line per page and query)")
+    search.add_argument("--resume", action="store_true", help="continue an earlier --out, skipping the finished pages")
+    search.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="best pages printed per query (default: 5)")
     convert = commands.add_parser("convert", help="the same as tokenocr-convert",
                                   description="Convert an original TokenOCR checkpoint into a hub-ready folder.")
     add_convert_arguments(convert)
@@ -130,6 +143,23 @@ def _run_similarity(args) -> str:
     return f"wrote {similarity.run(args, finder)}"
 
 
+def _run_search(args) -> str:
+    import torch
+    from accelerate import PartialState
+
+    from .commands import search
+    from .loading import check_device, load_pipeline
+
+    work = search.plan(args)
+    device = check_device(args.device)
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    if state.num_processes > 1:
+        device = str(state.device)  # one process per device under accelerate launch / torchrun
+    finder = load_pipeline(args.model, device, args.dtype, args.trust_remote_code, args.batch_size)
+    out = search.run(args, finder, state, work)
+    return f"scored {len(work['todo'])} of {work['pages']} pages; results in {out}"
+
+
 def _run_convert(args) -> str:
     from .conversion.convert import convert
 
@@ -138,7 +168,7 @@ def _run_convert(args) -> str:
     return f"wrote {destination}"
 
 
-_COMMANDS = {"similarity": _run_similarity, "convert": _run_convert}
+_COMMANDS = {"similarity": _run_similarity, "search": _run_search, "convert": _run_convert}
 
 
 def _one_line(error: BaseException) -> str:

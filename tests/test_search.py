@@ -1,0 +1,95 @@
+"""`tokenocr search`: many pages, one vision pass each, resumable, and the same output from one or two processes."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from tokenocr.cli import main
+
+from fixture_cases import FIXTURES, Case
+
+
+SEG = FIXTURES / "tiny_seg" / "checkpoint"
+CASE = Case("tiny_seg")
+QUERIES = ["they are not", "x"]
+
+
+@pytest.fixture
+def pages(tmp_path):
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for image in CASE.images:
+        shutil.copyfile(CASE.image_path(image), folder / image)
+    first, second = (Image.open(CASE.image_path(name)).convert("RGB") for name in ("doc_wide.png", "doc_tall.png"))
+    first.save(folder / "scan.pdf", format="PDF", save_all=True, append_images=[second], resolution=72)
+    return folder
+
+
+def search(tmp_path, pages, *extra, out="results.jsonl"):
+    return main(["search", "--model", str(SEG), "--images", str(pages), "--query", *QUERIES, "--out",
+                 str(tmp_path / out), "--dpi", "72", *extra])
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_one_line_per_page_and_query_with_the_original_scores(tmp_path, pages, capsys):
+    assert search(tmp_path, pages) == 0
+    lines = read(tmp_path / "results.jsonl")
+    keys = [(line["image"].rsplit("/", 1)[-1], line["page"], line["query"]) for line in lines]
+    files = sorted(CASE.images + ["scan.pdf"])
+    expected_pages = [(f, p) for f in files for p in ((1, 2) if f.endswith(".pdf") else (None,))]
+    assert keys == [(f, p, q) for f, p in expected_pages for q in QUERIES]
+    wide = next(line for line in lines if line["image"].endswith("doc_wide.png") and line["query"] == "they are not")
+    reference = CASE.expected("doc_wide.png")["similarity_q2"]
+    assert [t["score"] for t in wide["tokens"]] == pytest.approx([float(m.max()) for m in reference], abs=1e-4)
+    assert wide["relevance"] == pytest.approx(sum(t["score"] for t in wide["tokens"]) / len(wide["tokens"]))
+    printed = capsys.readouterr().out
+    assert "'they are not':" in printed and "'x':" in printed
+
+
+def test_resume_skips_finished_pages_and_completes_the_rest(tmp_path, pages, capsys):
+    assert search(tmp_path, pages, out="full.jsonl") == 0
+    full = (tmp_path / "full.jsonl").read_text(encoding="utf-8")
+    cut = full.splitlines(keepends=True)
+    (tmp_path / "results.jsonl").write_text("".join(cut[:5]) + cut[5][:20], encoding="utf-8")  # killed mid-line
+    assert search(tmp_path, pages) == 1
+    assert "pass --resume" in capsys.readouterr().err
+    assert search(tmp_path, pages, "--resume") == 0
+    assert "scored 5 of 7 pages" in capsys.readouterr().err  # pages 1-2 finished; page 3 had one query of two
+    resumed = read(tmp_path / "results.jsonl")
+    assert [(l["image"], l["page"], l["query"]) for l in resumed] == [
+        (l["image"], l["page"], l["query"]) for l in read(tmp_path / "full.jsonl")]
+    for a, b in zip(resumed, read(tmp_path / "full.jsonl")):
+        assert a["relevance"] == pytest.approx(b["relevance"], abs=1e-6)
+
+
+def test_refuses_what_it_did_not_write(tmp_path, pages, capsys):
+    (tmp_path / "notes.jsonl").write_text('{"something": "else"}\n')
+    assert search(tmp_path, pages, "--resume", out="notes.jsonl") == 1
+    assert "not an earlier output of tokenocr search" in capsys.readouterr().err
+    assert (tmp_path / "notes.jsonl").read_text() == '{"something": "else"}\n'
+    assert main(["search", "--model", str(SEG), "--images", str(tmp_path / "none*.png"), "--query", "x",
+                 "--out", str(tmp_path / "o.jsonl")]) == 1
+    assert "names no image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_output(tmp_path, pages):
+    assert search(tmp_path, pages, out="one.jsonl") == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tokenocr.cli", "search",
+               "--model", str(SEG), "--images", str(pages), "--query", *QUERIES, "--out", str(tmp_path / "two.jsonl"),
+               "--dpi", "72"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = read(tmp_path / "one.jsonl"), read(tmp_path / "two.jsonl")
+    assert [(l["image"], l["page"], l["query"]) for l in two] == [(l["image"], l["page"], l["query"]) for l in one]
+    for a, b in zip(one, two):
+        assert [t["boxes"] for t in a["tokens"]] == [t["boxes"] for t in b["tokens"]]
+        assert [t["score"] for t in a["tokens"]] == pytest.approx([t["score"] for t in b["tokens"]], abs=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "pages", "two.jsonl"]  # part files merged away

@@ -1,0 +1,189 @@
+"""
+`tokenocr search`: rank a collection of pages (images, folders, globs, PDFs) for a set of queries.
+
+One vision pass per page scores every query. Each page's lines (one JSON object per page and query: relevance and
+each token's score and boxes) are appended to the output as soon as the page is done, so an interrupted run keeps
+what it wrote and `--resume` skips finished pages. Under `accelerate launch` / `torchrun` the pages are split
+between the processes with accelerate's `PartialState.split_between_processes`; each process writes its own part
+file beside the output and the main process merges them, in page order, into the output at the end.
+"""
+
+import glob
+import json
+import os
+import sys
+from collections import deque
+from pathlib import Path
+
+from ..outputs import OutputError
+
+
+PROGRAM = "tokenocr"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".pdf")
+
+
+def list_sources(specs: list[str]) -> list[str]:
+    """Every image or PDF file named by `specs` (files, folders, glob patterns), in a deterministic order."""
+    files = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            found = sorted(str(p) for p in Path(spec).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif os.path.isfile(spec):
+            found = [spec]
+        else:
+            found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise FileNotFoundError(f"--images '{spec}' names no image or PDF file")
+        files.extend(found)
+    return files
+
+
+def list_pages(files: list[str], pages: str | None) -> list[dict]:
+    """One `{"image", "page"}` entry per image file and per selected PDF page (page None for images)."""
+    from ..processing.image_processing_tokenocr import is_pdf, pdf_page_numbers
+
+    entries = []
+    for file in files:
+        if is_pdf(file):
+            entries.extend({"image": file, "page": number} for number in pdf_page_numbers(file, pages))
+        else:
+            entries.append({"image": file, "page": None})
+    return entries
+
+
+def _key(entry: dict) -> tuple:
+    return entry["image"], entry["page"]
+
+
+def read_earlier_output(path: Path) -> tuple[dict, int]:
+    """`{(image, page): queries with a line}` of an earlier output, and the byte length of its complete lines."""
+    seen, complete_length = {}, 0
+    with open(path, "rb") as file:
+        for raw in file:
+            if not raw.endswith(b"\n"):
+                break  # the last line of a killed run: rewritten
+            try:
+                line = json.loads(raw)
+                key, query = (line["image"], line["page"]), line["query"]
+            except (ValueError, KeyError, TypeError):
+                raise OutputError(f"--out '{path}' is not an earlier output of tokenocr search; choose another file")
+            seen.setdefault(key, set()).add(query)
+            complete_length += len(raw)
+    return seen, complete_length
+
+
+def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) -> list[str]:
+    from ..processing import relevance_score
+
+    lines = []
+    for query, tokens in zip(queries, results):
+        if query in skip_queries:
+            continue
+        line = {"image": entry["image"], "page": entry["page"], "query": query, "relevance": relevance_score(tokens),
+                "tokens": [{key: token[key] for key in ("token", "token_id", "score", "boxes")} for token in tokens]}
+        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+    return lines
+
+
+def check_output(args) -> Path:
+    """The output file, refused when it is an input, inside the model folder, or exists without `--resume`."""
+    out = Path(args.out).expanduser().absolute()
+    if out.is_dir() or out.is_symlink():
+        raise OutputError(f"--out '{args.out}' is a folder or a link; give a .jsonl file name")
+    if not out.parent.is_dir():
+        raise OutputError(f"cannot write --out '{args.out}': folder '{out.parent}' does not exist")
+    model = Path(args.model).expanduser()
+    if model.is_dir() and Path(os.path.realpath(model)) in Path(os.path.realpath(out)).parents:
+        raise OutputError(f"--out '{args.out}' lies inside the model folder; choose another place")
+    if out.exists() and not args.resume:
+        raise OutputError(f"--out '{args.out}' already exists; pass --resume to continue it, or choose another file")
+    return out
+
+
+def _images(todo: list[dict], pages: str | None, dpi: int, pending: deque):
+    """The images of `todo`, decoded one at a time; each entry is queued in `pending` as its image is handed out."""
+    from ..processing.image_processing_tokenocr import load_pdf_pages, to_rgb_image
+
+    for entry in todo:
+        if entry["page"] is None:
+            image = to_rgb_image(entry["image"])
+        else:
+            image = next(image for _, image in load_pdf_pages(entry["image"], str(entry["page"]), dpi))
+        pending.append(entry)
+        yield image
+
+
+def score_pages(finder, todo: list[dict], args, seen: dict, write) -> int:
+    """Run the pipeline over `todo`, streaming, and `write` each page's new lines as soon as it is done."""
+    from huggingface_hub.utils import tqdm
+
+    pending = deque()
+    results = finder(_images(todo, args.pages, args.dpi, pending), list(args.query), threshold=args.threshold,
+                     max_tiles=args.max_tiles, return_visuals=False)
+    count = 0
+    for result in tqdm(results, total=len(todo), desc="Pages", unit="page", file=sys.stderr):
+        entry = pending.popleft()
+        write(page_lines(entry, args.query, result, seen.get(_key(entry), ())))
+        count += 1
+    return count
+
+
+def print_top(out: Path, queries: list[str], top_k: int) -> None:
+    best = {query: [] for query in queries}
+    with open(out, encoding="utf-8") as file:
+        for raw in file:
+            line = json.loads(raw)
+            if line["query"] in best:
+                best[line["query"]].append((line["relevance"], line["image"], line["page"]))
+    for query in queries:
+        print(f"{query!r}:")
+        for relevance, image, page in sorted(best[query], key=lambda item: -item[0])[:top_k]:
+            print(f"  {relevance:+.4f}  {image}" + (f"  page {page}" if page else ""))
+
+
+def plan(args) -> dict:
+    """What a run will do, checked before any model is loaded: the output, the pages left to score, and what an
+    earlier output (with `--resume`) already holds."""
+    out = check_output(args)
+    entries = list_pages(list_sources(args.images), args.pages)
+    seen, length = read_earlier_output(out) if out.exists() else ({}, 0)
+    todo = [entry for entry in entries if not set(args.query) <= seen.get(_key(entry), set())]
+    return {"out": out, "todo": todo, "seen": seen, "length": length, "pages": len(entries)}
+
+
+def run(args, finder, state, work: dict) -> Path:
+    """Score `work["todo"]` (from `plan`) with `finder`; `state` is accelerate's `PartialState`."""
+    out = work["out"]
+    if state.num_processes == 1:
+        with open(out, "r+b" if out.exists() else "wb") as file:
+            file.truncate(work["length"])
+            file.seek(work["length"])
+            score_pages(finder, work["todo"], args, work["seen"],
+                        lambda lines: (file.write("".join(lines).encode("utf-8")), file.flush()))
+    else:
+        _run_distributed(out, work, finder, args, state)
+    if state.is_main_process:
+        print_top(out, args.query, args.top_k)
+    return out
+
+
+def _part_files(out: Path, state) -> list[Path]:
+    return [out.with_name(f".{out.name}.part-{index}-of-{state.num_processes}") for index in range(state.num_processes)]
+
+
+def _run_distributed(out: Path, work: dict, finder, args, state) -> None:
+    """Each process scores a contiguous share of the pages into its part file; the main process appends them in
+    process order (= page order) to the output, then removes them."""
+    parts = _part_files(out, state)
+    with state.split_between_processes(work["todo"]) as share, open(parts[state.process_index], "w", encoding="utf-8") as part:
+        score_pages(finder, share, args, work["seen"], lambda lines: (part.writelines(lines), part.flush()))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        with open(out, "r+b" if out.exists() else "wb") as file:
+            file.truncate(work["length"])
+            file.seek(work["length"])
+            for part in parts:
+                file.write(part.read_bytes())
+        for part in parts:
+            part.unlink()
+    state.wait_for_everyone()
