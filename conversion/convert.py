@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import string
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from .original import (
     conversion_plan,
     is_skipped,
 )
+from .model_card import EXAMPLE_PICTURE_SCRIPT, example_picture_arguments, render_card
 
 
 PROGRAM = "tokenocr-convert"
@@ -47,15 +47,6 @@ VERIFY_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 REMOTE_CODE_DIRS = (PACKAGE_ROOT / "modeling", PACKAGE_ROOT / "processing")
-CARDS_DIR = PACKAGE_ROOT / "hub_cards"
-# Released variants, told apart by the feature width D.
-CARD_FOR_WIDTH = {4096: "TokenOCR-4096-English-seg", 2048: "TokenOCR-2048-Bilingual-seg"}
-GENERIC_CARD = "TokenOCR-custom"
-# Where the released variants' original checkpoints live on the hub (the cards' `base_model`).
-RELEASED_SOURCES = {
-    "TokenOCR-4096-English-seg": "TongkunGuan/TokenFD_4096_English_seg",
-    "TokenOCR-2048-Bilingual-seg": "TongkunGuan/TokenFD_2048_Bilingual_seg",
-}
 
 
 class ConversionError(Exception):
@@ -264,31 +255,6 @@ def write_configs(config, dtype, processor, folder: Path) -> None:
         shutil.copyfile(file, folder / file.name)
 
 
-def render_card(config, dtype, folder: Path, repo_id: str, base_model: str | None, difference: float) -> None:
-    width = config.hidden_size
-    name = CARD_FOR_WIDTH.get(width, GENERIC_CARD)
-    template_file = CARDS_DIR / f"{name}.md"
-    if not template_file.is_file():
-        raise ConversionError(f"model-card template '{template_file.name}' is missing from hub_cards/")
-    template = string.Template(template_file.read_text(encoding="utf-8"))
-    usage = string.Template((CARDS_DIR / "_usage.md").read_text(encoding="utf-8"))
-    base_model = base_model or RELEASED_SOURCES.get(name)
-    values = dict(
-        repo_id=repo_id,
-        base_model=base_model or "an original TokenOCR checkpoint",
-        base_model_line=f"base_model: {base_model}\n" if base_model else "",
-        hidden_size=width,
-        vocab_size=config.vocab_size,
-        vision_width=config.vision_config.hidden_size,
-        vision_layers=config.vision_config.num_hidden_layers,
-        tile_size=config.tile_size,
-        dtype=str(dtype).replace("torch.", ""),
-        max_difference=f"{difference:.2e}",
-    )
-    card = template.substitute(values, usage=usage.substitute(values).rstrip() + "\n")
-    (folder / "README.md").write_text(card, encoding="utf-8")
-
-
 # ------------------------------------------------------------------------------------------ verification
 
 
@@ -328,7 +294,7 @@ print(json.dumps({
     "difference": float((features.float() - reference).abs().max()),
     "scale": float(reference.abs().max()),
 }))
-"""
+""" + EXAMPLE_PICTURE_SCRIPT  # the model card's picture, made by the converted model (see model_card.py)
 
 _REFERENCE_SCRIPT = """
 import sys
@@ -380,7 +346,8 @@ def verify(source: Path, folder: Path, tile_size: int, dtype: torch.dtype, expec
         reference_file = workdir / "reference.npy"
         _run_python(_REFERENCE_SCRIPT, [str(source.absolute()), str(probe), str(reference_file)], workdir,
                     "the source checkpoint could not be evaluated")
-        stdout = _run_python(_CONVERTED_SCRIPT, [str(folder), str(probe), str(reference_file)], workdir,
+        arguments = [str(folder), str(probe), str(reference_file), *example_picture_arguments()]
+        stdout = _run_python(_CONVERTED_SCRIPT, arguments, workdir,
                              "the converted folder does not load with transformers alone")
         reported = json.loads(stdout.strip().splitlines()[-1])
         if reported["query_ids"] != expected_query_ids or reported["tokenizer_ids"] != expected_query_ids:
@@ -409,6 +376,7 @@ def convert(
     max_shard_size: str = DEFAULT_MAX_SHARD_SIZE,
     force: bool = False,
     repo_id: str = DEFAULT_REPO_ID,
+    space_id: str | None = None,
 ) -> Path:
     """
     Convert `source` (a local original checkpoint folder or a hub repo id) into the hub-ready folder `output`.
@@ -445,7 +413,7 @@ def convert(
         write_configs(config, target_dtype, processor, building)
         query_ids = processor(text="Invoice 2024")["input_ids"]
         difference = verify(folder, building, config.tile_size, target_dtype, query_ids)
-        render_card(config, target_dtype, building, repo_id, hub_id, difference)
+        render_card(config, target_dtype, building, repo_id, hub_id, difference, space_id)
         move_into_place(building, destination, force)
     finally:
         if building.exists():
@@ -502,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace DST if it exists (only once the new one is complete)")
     parser.add_argument("--repo-id", default=DEFAULT_REPO_ID,
                         help=f"hub repo the folder will be published as, used in the model card (default: {DEFAULT_REPO_ID})")
+    parser.add_argument("--space-id", default=None,
+                        help="demo Space the model card links to (default: OWNER/TokenOCR-demo, OWNER from --repo-id)")
     return parser
 
 
@@ -513,7 +483,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        convert(args.input, args.output, args.dtype, args.max_shard_size, args.force, args.repo_id)
+        convert(args.input, args.output, args.dtype, args.max_shard_size, args.force, args.repo_id, args.space_id)
     except KeyboardInterrupt:
         print(f"{PROGRAM}: error: interrupted; '{args.output}' was not written", file=sys.stderr)
         return 130
