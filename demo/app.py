@@ -620,14 +620,15 @@ def _input_column(gr, app: DemoApp) -> dict:
 def _output_column(gr) -> dict:
     outputs = {}
     outputs["status"] = gr.Markdown(label="Status", elem_id="status")
-    outputs["gallery"] = gr.Gallery(label="Heatmap per token", columns=3, height="auto", elem_id="heatmaps")
+    outputs["gallery"] = gr.Gallery(label="Heatmap per token", columns=3, height="auto", object_fit="contain",
+                                   elem_id="heatmaps")
     with gr.Row():
         outputs["relevance"] = gr.Number(label="Relevance (mean of the token scores)", precision=4, elem_id="relevance")
         outputs["summary"] = gr.File(label="Summary (JSON)", elem_id="summary")
-    outputs["annotated"] = gr.AnnotatedImage(label="Text mask and boxes", elem_id="annotated")
+    outputs["annotated"] = gr.AnnotatedImage(label="Text mask and boxes", height=480, elem_id="annotated")
     outputs["table"] = gr.Dataframe(headers=["#", "token", "id", "score", "boxes [left, top, right, bottom]"],
                                     label="Tokens", interactive=False, elem_id="tokens")
-    outputs["strip"] = gr.Image(label="All tokens side by side", type="pil", elem_id="strip")
+    outputs["strip"] = gr.Image(label="All tokens side by side", type="pil", elem_id="strip", height=420)
     return outputs
 
 

@@ -10,10 +10,11 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[demo]')")
 pytest.importorskip("pypdfium2", reason="the demo needs pypdfium2 (pip install -e '.[demo]')")
 from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
 
 from converted_cases import converted_folder  # noqa: E402
 from demo_server import DemoServer  # noqa: E402
-from fixture_cases import Case, load_case  # noqa: E402
+from fixture_cases import FIXTURES, Case, load_case  # noqa: E402
 from hub_cache import BLOCK_TOKENOCR, add_to_hub_cache, offline_env  # noqa: E402
 
 
@@ -27,11 +28,15 @@ def test_hub_repo_without_the_package(tmp_path_factory, tmp_path):
     add_to_hub_cache(cache, REPO, folder)
     env = {k: v for k, v in offline_env(cache).items() if not k.startswith("GRADIO_")}
     page = ROOT / "demo" / "examples" / "receipt.png"
-    with DemoServer(tmp_path, args=["--model", REPO], env=env, prelude=BLOCK_TOKENOCR) as server:
+    original = str(FIXTURES / "tiny_legacy" / "checkpoint")  # a second model to choose; it needs the package
+    with DemoServer(tmp_path, args=["--model", REPO, "--model", original], env=env, prelude=BLOCK_TOKENOCR) as server:
         client = Client(server.url, verbose=False, download_files=str(tmp_path / "downloads"))
         gallery, _, _, relevance, _, summary_file, status = client.predict(
             handle_file(str(page)), None, 1, "TOTAL", 0.2, REPO, api_name="/run"
         )
+        with pytest.raises(AppError, match="original checkpoint; loading one needs the tokenocr package"):
+            client.predict(handle_file(str(page)), None, 1, "TOTAL", 0.2, original, api_name="/run")
+        choices = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/run"]["parameters"][5]
         assert server.refused_connections() == []
         log = server.log_tail()
     _, processor = load_case(Case("tiny_seg"))
@@ -43,4 +48,5 @@ def test_hub_repo_without_the_package(tmp_path_factory, tmp_path):
         with Image.open(item["image"]) as heatmap:
             assert heatmap.size == (448, 896)
     assert REPO in status and "not trained" not in status
+    assert choices["python_type"]["type"] == f"Literal['{REPO}', '{original}']"  # the model choice
     assert "tokenocr is not installed here" not in log  # nothing tried to import the package
