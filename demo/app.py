@@ -368,12 +368,13 @@ class FeatureCache:
         return len(self._entries)
 
 
-def load_page(request: PageRequest):
-    """`(page, content key)`: the page as an RGB PIL image and a digest of what it was made from."""
+def page_source(request: PageRequest):
+    """`(content key, load)`: a digest of what the page is made from, and a function that returns the page as an
+    RGB PIL image (a PDF page is rendered only when its vision pass is not cached)."""
     if request.kind == "pdf":
-        return render_pdf_page(request.path, request.page_number), f"pdf:{_file_digest(request.path)}:{PDF_DPI}"
+        return f"pdf:{_file_digest(request.path)}:{PDF_DPI}", lambda: render_pdf_page(request.path, request.page_number)
     page = open_image(request.path)
-    return page, "image:" + hashlib.sha256(page.tobytes()).hexdigest()
+    return "image:" + hashlib.sha256(page.tobytes()).hexdigest(), lambda: page
 
 
 def vision_pass(loaded: LoadedModel, page, progress=None) -> PageFeatures:
@@ -512,13 +513,13 @@ class DemoApp:
 
     def page_features(self, loaded: LoadedModel, request: PageRequest, progress=None):
         """`(PageFeatures, seconds spent or None when cached)` for the requested page."""
-        page, content = load_page(request)
+        content, load = page_source(request)
         key = (loaded.spec, content, request.page_number)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, None
         start = time.perf_counter()
-        entry = vision_pass(loaded, page, progress)
+        entry = vision_pass(loaded, load(), progress)
         self.cache.put(key, entry)
         return entry, time.perf_counter() - start
 

@@ -155,7 +155,7 @@ def overlay_heatmap(
 
 
 def _display_text(token: str) -> str:
-    """`token` with characters the default font may lack (outside Latin-1) or cannot show written as escapes."""
+    """`token` with characters the default font may lack (from U+0250 on) or cannot show written as escapes."""
     shown = []
     for character in token:
         if character.isprintable() and ord(character) < 0x250:
@@ -168,7 +168,8 @@ def _display_text(token: str) -> str:
 def format_caption(token: str, score: float) -> str:
     """
     A token's caption, e.g. `' Invoice'  0.412`: the token between quotes (so a leading space shows) and its score.
-    Characters outside Latin-1 or not printable are written as escapes (`\\u53d1`), which any font can show.
+    Characters past the Latin blocks (U+0250 on) or not printable are written as escapes (`\\u53d1`), which any
+    font can show.
     """
     return f"'{_display_text(token)}'  {score:.3f}"
 
