@@ -15,7 +15,6 @@ import gc
 import json
 import re
 import shutil
-import string
 import sys
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..modeling import REMOTE_CODE_FILES as MODELING_FILES
 from ..outputs import building_folder, check_output_location, check_replaceable, move_into_place
 from ..processing import REMOTE_CODE_FILES as PROCESSING_FILES
 from . import hub_check
+from .model_card import EXAMPLE_PAGE, EXAMPLE_PICTURE, SAMPLE_PAGE, SAMPLE_QUERY, render_card
 from .original import OriginalCheckpoint, convert_tensors, is_skipped, load_original, plan_conversion
 from .weights import SAFETENSORS_DTYPES, first_line, read_weight_index
 
@@ -42,20 +42,12 @@ PROBE_QUERY = "Invoice 2024"
 # run in float32, so this measures what the stored dtype loses.
 VERIFY_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
-# Released variants, told apart by the feature width D, and where their original checkpoints live on the hub.
-CARD_FOR_WIDTH = {4096: "TokenOCR-4096-English-seg", 2048: "TokenOCR-2048-Bilingual-seg"}
-GENERIC_CARD = "TokenOCR-custom"
-RELEASED_SOURCES = {
-    "TokenOCR-4096-English-seg": "TongkunGuan/TokenFD_4096_English_seg",
-    "TokenOCR-2048-Bilingual-seg": "TongkunGuan/TokenFD_2048_Bilingual_seg",
-}
-
 # Everything a converted folder may hold: how an earlier output of this command is recognised (--force replaces
 # nothing else).
 CONVERTED_FILES = re.compile(
     r"config\.json|model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|preprocessor_config\.json"
     r"|processor_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|README\.md"
-    r"|\w+_tokenocr\.py"
+    r"|\w+_tokenocr\.py|examples"
 )
 
 
@@ -85,8 +77,15 @@ def foreign_entries(folder: Path) -> list[str]:
         return sorted(entry.name for entry in folder.iterdir()) or ["no converted config.json"]
     return sorted(
         entry.name for entry in folder.iterdir()
-        if entry.is_symlink() or not entry.is_file() or not CONVERTED_FILES.fullmatch(entry.name)
+        if entry.is_symlink() or not CONVERTED_FILES.fullmatch(entry.name)
+        or not (entry.is_file() or entry.name == "examples" and _only_pictures(entry))
     )
+
+
+def _only_pictures(folder: Path) -> bool:
+    """The `examples/` folder the converter writes: the model card's sample page and heatmap picture, nothing else."""
+    return all(entry.name in {Path(EXAMPLE_PAGE).name, Path(EXAMPLE_PICTURE).name} and entry.is_file()
+               and not entry.is_symlink() for entry in folder.iterdir())
 
 
 # --------------------------------------------------------------------------------------------- the source
@@ -286,31 +285,6 @@ def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
         shutil.copyfile(file, folder / file.name)
 
 
-def render_card(config, dtype, tile_size: int, folder: Path, repo_id: str, base_model: str | None, difference: float) -> None:
-    cards = resources.files("tokenocr.hub_cards")
-    name = CARD_FOR_WIDTH.get(config.hidden_size, GENERIC_CARD)
-    template_file = cards / f"{name}.md"
-    if not template_file.is_file():
-        raise ConversionError(f"model-card template '{name}.md' is missing from hub_cards/")
-    template = string.Template(template_file.read_text(encoding="utf-8"))
-    usage = string.Template((cards / "_usage.md").read_text(encoding="utf-8"))
-    base_model = base_model or RELEASED_SOURCES.get(name)
-    values = dict(
-        repo_id=repo_id,
-        base_model=base_model or "an original TokenOCR checkpoint",
-        base_model_line=f"base_model: {base_model}\n" if base_model else "",
-        hidden_size=config.hidden_size,
-        vocab_size=config.vocab_size,
-        vision_width=config.vision_config.hidden_size,
-        vision_layers=config.vision_config.num_hidden_layers,
-        tile_size=tile_size,
-        dtype=str(dtype).replace("torch.", ""),
-        max_difference=f"{difference:.2e}",
-    )
-    card = template.substitute(values, usage=usage.substitute(values).rstrip() + "\n")
-    (folder / "README.md").write_text(card, encoding="utf-8")
-
-
 # ------------------------------------------------------------------------------------------ verification
 
 
@@ -357,9 +331,10 @@ def verify(checkpoint: OriginalCheckpoint, folder: Path, tile_size: int, dtype: 
         probe = workdir / "probe.png"
         make_probe_image(tile_size, probe, thorough)
         features_file, text_file, query_ids = _source_reference(checkpoint, probe, workdir)
+        example = [SAMPLE_PAGE, SAMPLE_QUERY, EXAMPLE_PICTURE, EXAMPLE_PAGE]  # the model card's picture, made there
         report = hub_check.run_as_hub_user(
-            "hub_check:verify_converted_folder", [folder, probe, features_file, text_file, PROBE_QUERY], workdir,
-            what="the converted folder does not load with transformers alone",
+            "hub_check:verify_converted_folder", [folder, probe, features_file, text_file, PROBE_QUERY, *example],
+            workdir, what="the converted folder does not load with transformers alone",
         )
     except hub_check.HubCheckError as error:
         raise ConversionError(f"verification failed: {error}") from None
@@ -400,6 +375,7 @@ def convert(
     force: bool = False,
     repo_id: str = DEFAULT_REPO_ID,
     thorough_verification: bool = False,
+    space_id: str | None = None,
 ) -> Path:
     """
     Convert `source` (a local original checkpoint folder or a hub repo id) into the hub-ready folder `output`.
@@ -423,7 +399,7 @@ def convert(
         total = write_weights(checkpoint, plan, building, shard_bytes)
         write_configs(config, target_dtype, processor, building)
         difference = verify(checkpoint, building, tile_size, target_dtype, thorough_verification)
-        render_card(config, target_dtype, tile_size, building, repo_id, hub_id, difference)
+        render_card(config, target_dtype, tile_size, building, repo_id, hub_id, difference, space_id)
         move_into_place(building, destination)
     print(f"{PROGRAM}: wrote {destination} ({total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights)",
           file=sys.stderr)

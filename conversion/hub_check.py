@@ -97,11 +97,14 @@ def exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def verify_converted_folder(folder: str, probe: str, reference_file: str, text_reference_file: str, query: str) -> dict:
+def verify_converted_folder(folder: str, probe: str, reference_file: str, text_reference_file: str, query: str,
+                            *example) -> dict:
     """
     Load `folder` with transformers alone, in float32, and compare it with the source's outputs saved by the parent:
     the features of the probe page's tiles (`reference_file`, `(tiles, locations, D)`, compared tile by tile and in
-    chunks of locations, so neither side is held whole) and the embeddings of the probe query's tokens.
+    chunks of locations, so neither side is held whole) and the embeddings of the probe query's tokens. With
+    `example` (`sample_page, sample_query, picture_name, page_name`), also draw the model card's picture with the
+    loaded model (`make_example_picture`).
     """
     import numpy as np
     import torch
@@ -133,6 +136,8 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, text_r
     with torch.no_grad():
         text = model.get_text_features(torch.tensor(query_ids))
     text_difference = float((text - torch.from_numpy(np.load(text_reference_file))).abs().max())
+    if example:
+        make_example_picture(folder, model, processor, *example)
     return {
         "difference": difference,
         "scale": scale,
@@ -140,6 +145,35 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, text_r
         "query_ids": query_ids,
         "tokenizer_ids": tokenizer(prepare_query(query), add_special_tokens=False)["input_ids"],
     }
+
+
+def make_example_picture(folder: str, model, processor, sample_page: str, query: str, picture_name: str,
+                         page_name: str) -> None:
+    """
+    The model card's picture: the per-token heatmap strip of `query` on `sample_page`, drawn with the folder's own
+    code (`visualization_tokenocr.query_strip`) by the loaded model, saved as `folder/picture_name` beside a copy of
+    the page (`folder/page_name`).
+    """
+    import shutil
+
+    import torch
+    from PIL import Image
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    query_strip = get_class_from_dynamic_module("visualization_tokenocr.query_strip", folder)
+    page = Image.open(sample_page).convert("RGB")
+    tiles = processor(images=page, use_thumbnail=False, return_tensors="pt")
+    query_ids = processor(text=query, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        similarity = model.get_similarity(tiles["pixel_values"], query_ids)
+    maps = processor.post_process_similarity(similarity, tiles["grid_cols_rows"], tiles["num_tiles"])[0][0]
+    tokens = [{"token": token, "score": float(token_map.max()), "similarity": token_map.float().numpy()}
+              for token, token_map in zip(processor.query_tokens(query_ids[0]), maps)]
+    relevance = sum(token["score"] for token in tokens) / len(tokens)
+    Path(folder, picture_name).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sample_page, Path(folder, page_name))
+    picture = query_strip(page, tokens, panel_width=448, columns=3, title=f"Query '{query}' (relevance {relevance:.3f})")
+    picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(Path(folder, picture_name), optimize=True)
 
 
 def main(argv: list[str]) -> None:

@@ -17,6 +17,7 @@ REMOTE_CODE_FILES = (
     "image_processing_tokenocr.py",
     "processing_tokenocr.py",
     "pipeline_tokenocr.py",
+    "visualization_tokenocr.py",
 )
 
 _EXPORTS = {

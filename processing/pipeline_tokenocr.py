@@ -21,6 +21,7 @@ from .settings_tokenocr import (
     check_threshold,
     check_tiles,
 )
+from .visualization_tokenocr import overlay_heatmap
 
 
 def relevance_score(tokens: list[dict]) -> float:
@@ -29,31 +30,6 @@ def relevance_score(tokens: list[dict]) -> float:
     anywhere on the image (its `score`). Higher means the image is more likely to contain the query.
     """
     return float(np.mean([token["score"] for token in tokens])) if tokens else float("nan")
-
-
-def jet_colormap(values: np.ndarray) -> np.ndarray:
-    """`values` in [0, 1] -> uint8 RGB with the usual blue-cyan-yellow-red "jet" ramp, shape `values.shape + (3,)`."""
-    x = np.clip(values, 0.0, 1.0).astype(np.float32, copy=False)[..., None] * np.float32(4.0)
-    rgb = np.clip(np.float32(1.5) - np.abs(x - np.array([3.0, 2.0, 1.0], dtype=np.float32)), 0.0, 1.0)
-    return (rgb * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
-
-
-def overlay_heatmap(image: Image.Image, values: np.ndarray, alpha: float = 0.6) -> Image.Image:
-    """
-    Blend a min-max normalised map over `image`, as the original visualisation does.
-
-    Args:
-        image (`PIL.Image.Image`): RGB image of size `(width, height)`.
-        values (`np.ndarray` of shape `(height, width)`): the map at the image's size (float32).
-    Returns:
-        `PIL.Image.Image`, RGB, the image's size. Works in float32 (never float64).
-    """
-    values = values.astype(np.float32, copy=False)
-    low, high = float(values.min()), float(values.max())
-    scaled = (values - low) / np.float32(high - low) if high > low else np.zeros_like(values)
-    blended = np.asarray(image, dtype=np.float32) * np.float32(1.0 - alpha)
-    blended += jet_colormap(scaled).astype(np.float32) * np.float32(alpha)
-    return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
 
 
 def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
@@ -164,7 +140,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
     - `boxes` (`list[list[int]]`): `[left, top, right, bottom]` boxes (exclusive right/bottom) of the mask's
       connected regions, in image pixels;
     - `heatmap` (`PIL.Image`) and `mask` (`np.ndarray`, bool, `(height, width)`): the map resized to the image (or to
-      at most `MAX_VISUAL_SIDE` pixels on its longer side for larger images), blended over it and thresholded; left
+      at most `MAX_VISUAL_SIDE` pixels on its longer side for larger images), drawn over it so the page stays
+      readable (`visualization_tokenocr.overlay_heatmap`: colour only where the map is high) and thresholded; left
       out with `return_visuals=False`;
     - `page` (`int`, 1-based): only for pages of a PDF.
 
@@ -324,6 +301,5 @@ def _rank(results: list, top_k: int) -> list:
 
 
 __all__ = [
-    "TokenSimilarityPipeline", "jet_colormap", "mask_to_boxes", "overlay_heatmap", "relevance_score", "token_visuals",
-    "visual_image", "visual_size",
+    "TokenSimilarityPipeline", "mask_to_boxes", "relevance_score", "token_visuals", "visual_image", "visual_size",
 ]

@@ -4,11 +4,18 @@ import os
 import shutil
 from pathlib import Path
 
+from tokenocr.conversion import hub_check
 from tokenocr.conversion.hub_check import run_as_hub_user
 
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TESTS = Path(__file__).parent
+
+# Code to run first in a `python -c` process so that `tokenocr` cannot be imported there (as for a hub user).
+BLOCK_TOKENOCR = (
+    f"import sys; sys.path.insert(0, {str(Path(hub_check.__file__).parent)!r}); "
+    "from hub_check import block_tokenocr; block_tokenocr(); sys.path.pop(0)\n"
+)
 
 
 def add_to_hub_cache(cache: Path, repo_id: str, folder: Path, skip=()) -> Path:

@@ -63,6 +63,14 @@ def fixture_and_pipeline_report(repo: str, fixtures: str) -> dict:
     return {**fixture_report(repo, fixtures), "pipeline": pipeline_report(repo, fixtures)}
 
 
+def hub_user_report(repos: str, fixtures: str, card_code: str) -> dict:
+    """For each `case name -> repo` of `repos` (JSON), both reports; then the card's code, in one process (each new
+    process costs seconds of imports)."""
+    report = {case: fixture_and_pipeline_report(repo, f"{fixtures}/{case}") for case, repo in json.loads(repos).items()}
+    report["card_code_printed"] = run_code(card_code)["printed"]
+    return report
+
+
 def run_code(code: str) -> dict:
     """Execute a code block (e.g. from a model card) as a hub user would paste it; report what it printed."""
     import contextlib

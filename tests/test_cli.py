@@ -54,6 +54,12 @@ def test_cli_end_to_end(tmp_path, capsys):
         assert heatmap.size == mask.size == tuple(summary["images"][0]["size"])
         assert mask_to_boxes(np.asarray(mask) > 0) == token["boxes"]
     assert first["relevance"] == pytest.approx(np.mean([m.max() for m in expected["similarity_q2"]]), abs=1e-4)
+    with Image.open(out / first["strip"]) as strip:  # all tokens side by side, one panel each
+        assert strip.width >= 3 * 100 and strip.mode == "RGB"
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    listed = {t[k] for image in summary["images"] for q in image["queries"] for t in q["tokens"] for k in ("heatmap", "mask")}
+    listed |= {q["strip"] for image in summary["images"] for q in image["queries"]}
+    assert written == listed
     assert any(t["boxes"] for q in summary["images"][0]["queries"] for t in q["tokens"])
 
 

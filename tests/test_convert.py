@@ -3,8 +3,6 @@
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from tokenocr.cli import convert_main as main
 from tokenocr.conversion.original import load_original
 
 from fixture_cases import CASES, FIXTURES, Case, load_case
-from hub_cache import add_to_hub_cache, offline_env, report_as_hub_user
+from hub_cache import add_to_hub_cache, report_as_hub_user
 
 
 SEG = FIXTURES / "tiny_seg" / "checkpoint"
@@ -33,7 +31,7 @@ def stored_dtypes(folder: Path) -> set:
 
 @pytest.mark.parametrize(
     "case_name, dtype",
-    [("tiny_seg", None), ("tiny_seg", "float32"), ("tiny_seg", "float16"), ("tiny_legacy", "float32")],
+    [("tiny_seg", None), ("tiny_seg", "float32"), ("tiny_legacy", "float32")],
 )
 def test_converted_folder_contents(converted, case_name, dtype):
     folder = converted(case_name, dtype)
@@ -46,7 +44,7 @@ def test_converted_folder_contents(converted, case_name, dtype):
     } <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".model"))]
     assert not [n for n in names if n.startswith(".")]
-    expected = {None: "BF16", "float32": "F32", "float16": "F16"}[dtype]  # None: the source's, bfloat16
+    expected = {None: "BF16", "float32": "F32"}[dtype]  # None: the source's, bfloat16
     assert stored_dtypes(folder) == {expected, "I64"}  # I64: BatchNorm's num_batches_tracked
 
     config = json.loads((folder / "config.json").read_text())
@@ -86,39 +84,40 @@ def test_remote_code_is_complete_and_imports_nothing_from_the_package():
             assert (file.parent / f"{module}.py").is_file(), (file.name, module)
 
 
-@pytest.mark.parametrize("case_name", CASES)
-def test_loads_offline_as_hub_repo_with_transformers_alone(converted, case_name, tmp_path):
+def test_converted_folders_work_for_a_hub_user_with_transformers_alone(converted, tmp_path):
+    """Both cases as hub repos in a local cache, used offline by a process without `tokenocr`: Auto classes, the
+    pipeline from remote code, and the model card's usage code."""
     cache = tmp_path / "hub"
-    add_to_hub_cache(cache, "org/TokenOCR", converted(case_name, "float32"))
-    fixtures = FIXTURES / case_name
-    report = report_as_hub_user("fixture_and_pipeline_report", ["org/TokenOCR", fixtures], cache, tmp_path)
-    assert report["config"] == "TokenOCRConfig" and report["model"] == "TokenOCRModel"
-    assert report["model_module"].startswith("transformers_modules")
-    assert report["image_processor"] == "TokenOCRImageProcessor"
-    assert report["tokenizer_fast"] and report["tokenizer_module"].startswith("transformers.")
-    assert report["ids_equal"]
-    assert report["features"] < 1e-4
-    assert report["similarity"] < 1e-4
-    pipeline = report["pipeline"]
-    assert pipeline["class"] == "TokenSimilarityPipeline" and pipeline["module"].startswith("transformers_modules")
-    assert pipeline["sizes_ok"]
-    assert pipeline["worst"] < 1e-4
-
-
-def test_model_card_usage_runs(converted, tmp_path):
-    folder = converted("tiny_seg", "float32")
-    cache = tmp_path / "hub"
-    add_to_hub_cache(cache, "org/TokenOCR", folder)
-    blocks = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.DOTALL)
-    assert blocks
+    repos = {case_name: f"org/TokenOCR-{case_name}" for case_name in CASES}
+    for case_name, repo in repos.items():
+        add_to_hub_cache(cache, repo, converted(case_name, "float32"))
+    card = (converted("tiny_seg", "float32") / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
+    assert blocks and all("org/TokenOCR" in block for block in blocks)
     image = Case("tiny_seg").image_path("doc_wide.png")
-    code = "\n".join(block.replace('"page.png"', repr(str(image))) for block in blocks)
-    assert "' Invoice'" in report_as_hub_user("run_code", [code], cache, tmp_path)["printed"]
+    code = "\n".join(block.replace('"page.png"', repr(str(image))) for block in blocks).replace(
+        '"org/TokenOCR"', repr(repos["tiny_seg"]))
+    report = report_as_hub_user("hub_user_report", [json.dumps(repos), FIXTURES, code], cache, tmp_path)
+    for case_name in CASES:
+        case_report = report[case_name]
+        assert case_report["config"] == "TokenOCRConfig" and case_report["model"] == "TokenOCRModel"
+        assert case_report["model_module"].startswith("transformers_modules")
+        assert case_report["image_processor"] == "TokenOCRImageProcessor"
+        assert case_report["tokenizer_fast"] and case_report["tokenizer_module"].startswith("transformers.")
+        assert case_report["ids_equal"]
+        assert case_report["features"] < 1e-4
+        assert case_report["similarity"] < 1e-4
+        pipeline = case_report["pipeline"]
+        assert pipeline["class"] == "TokenSimilarityPipeline" and pipeline["module"].startswith("transformers_modules")
+        assert pipeline["sizes_ok"]
+        assert pipeline["worst"] < 1e-4
+    assert "' Invoice'" in report["card_code_printed"]
 
 
-def test_sharding_round_trip(tmp_path):
+def test_sharded_conversion_replaces_an_earlier_output(converted, tmp_path):
     output = tmp_path / "sharded"
-    assert main(["--input", str(LEGACY), "--output", str(output), "--max-shard-size", "100KB"]) == 0
+    shutil.copytree(converted("tiny_seg"), output)  # an earlier converted folder: --force may replace it
+    assert main(["--input", str(LEGACY), "--output", str(output), "--max-shard-size", "100KB", "--force"]) == 0
     index = json.loads((output / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) > 3 and not (output / "model.safetensors").exists()
@@ -132,11 +131,13 @@ def test_sharding_round_trip(tmp_path):
     assert set(index["weight_map"]) == set(reference.state_dict())
     for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded"]
 
 
-@pytest.mark.slow
-def test_hub_source_fetches_only_the_shards_it_needs(tmp_path):
+def test_hub_source_fetches_only_the_shards_it_needs(tmp_path, monkeypatch, capsys):
     """An original repo whose index lists a language-model-only shard that is not even in the cache converts."""
+    import huggingface_hub.constants
+
     source = tmp_path / "source"
     shutil.copytree(LEGACY, source)
     index = json.loads((source / "pytorch_model.bin.index.json").read_text())
@@ -144,22 +145,15 @@ def test_hub_source_fetches_only_the_shards_it_needs(tmp_path):
     (source / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     cache = tmp_path / "hub"
     add_to_hub_cache(cache, "someone/TokenOCR-original", source)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     output = tmp_path / "out"
-
-    def convert(repo_id: str, output: Path):
-        return subprocess.run(
-            [sys.executable, "-m", "tokenocr.conversion", "--input", repo_id, "--output", str(output)],
-            cwd=tmp_path, env=offline_env(cache), capture_output=True, text=True, timeout=600,
-        )
-
-    result = convert("someone/TokenOCR-original", output)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "max |features - source features|" in result.stderr
+    assert main(["--input", "someone/TokenOCR-original", "--output", str(output)]) == 0, capsys.readouterr().err
+    assert "max |features - source features|" in capsys.readouterr().err
     assert "base_model: someone/TokenOCR-original" in (output / "README.md").read_text()
 
-    missing = convert("someone/absent", tmp_path / "x")
-    assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines() == [
+    assert main(["--input", "someone/absent", "--output", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
         "tokenocr-convert: error: cannot get config.json of 'someone/absent': the hub cannot be reached (offline?) "
         "and it is not in the local cache"
     ]
@@ -184,11 +178,15 @@ def test_interrupt_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_verification_failure_leaves_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(convert_module.VERIFY_TOLERANCE, torch.float32, -1.0)
-    output = tmp_path / "out"
-    assert main(["--input", str(SEG), "--output", str(output), "--dtype", "float32"]) == 1
-    assert "verification failed" in capsys.readouterr().err
+def test_a_difference_above_the_bound_fails_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    real = convert_module.hub_check.run_as_hub_user
+
+    def drifted(*args, **kwargs):
+        return {**real(*args, **kwargs), "difference": 0.5}  # as if the converted weights were wrong
+
+    monkeypatch.setattr(convert_module.hub_check, "run_as_hub_user", drifted)
+    assert main(["--input", str(SEG), "--output", str(tmp_path / "out"), "--dtype", "float32"]) == 1
+    assert "verification failed: the converted model differs from the source by 5.000e-01" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

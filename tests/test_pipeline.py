@@ -12,7 +12,7 @@ from transformers import pipeline
 import tokenocr  # noqa: F401  (registers the task)
 from tokenocr import TokenSimilarityPipeline
 from tokenocr.processing import mask_to_boxes, relevance_score
-from tokenocr.processing.pipeline_tokenocr import overlay_heatmap, token_visuals
+from tokenocr.processing.pipeline_tokenocr import token_visuals
 from tokenocr.processing.settings_tokenocr import MAX_VISUAL_SIDE
 
 from fixture_cases import Case, load_case
@@ -127,16 +127,6 @@ def test_large_images_get_visuals_at_a_bounded_size_and_boxes_in_their_own_pixel
     assert abs(left - width / 2) <= 3 * 8 and top == 0 and right == width and abs(bottom - height / 2) <= 3 * 4
 
 
-def test_overlay_heatmap_keeps_size_and_colours():
-    image = Image.new("RGB", (30, 20), (0, 0, 0))
-    values = np.zeros((20, 30), dtype=np.float32)
-    values[:, 15:] = 1.0
-    overlay = np.asarray(overlay_heatmap(image, values))
-    assert overlay.shape == (20, 30, 3)
-    assert overlay[0, 0, 2] > overlay[0, 0, 0]  # low values are blue
-    assert overlay[0, 29, 0] > overlay[0, 29, 2]  # high values are red
-
-
 def test_registered_task_loads_a_saved_folder(case, tmp_path):
     model, processor = load_case(case)
     model.save_pretrained(tmp_path)
@@ -242,9 +232,10 @@ def test_a_generator_streams_in_order_without_holding_earlier_images(case):
     assert index == len(shades) - 1
 
 
-def test_a_dataset_and_batch_size_given_at_construction(case):
+def test_a_dataset_and_batch_size_given_at_construction():
     from transformers.pipelines.pt_utils import KeyDataset
 
+    case = Case("tiny_seg")
     model, processor = load_case(case)
     paths = [str(case.image_path(image)) for image in case.images]
     rows = [{"image": path, "label": index} for index, path in enumerate(paths)]
@@ -257,8 +248,9 @@ def test_a_dataset_and_batch_size_given_at_construction(case):
         hook.remove()
     tiles = sum(int(np.prod(case.manifest["images"][image]["grid_cols_rows"])) for image in case.images)
     assert sum(sizes) == tiles and max(sizes) == 3 and sizes.count(3) == tiles // 3  # tiles of consecutive images share
-    for path, tokens in zip(paths, streamed):
-        np.testing.assert_allclose(tokens[0]["similarity"], finder(path, "x")[0]["similarity"], atol=1e-5)
+    query_index = case.queries.index("x")
+    for image, tokens in zip(case.images, streamed):
+        np.testing.assert_allclose(tokens[0]["similarity"], case.expected(image)[f"similarity_q{query_index}"][0], atol=1e-4)
 
 
 def test_visuals_only_on_demand(case):

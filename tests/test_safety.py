@@ -96,11 +96,10 @@ def test_similarity_force_replaces_only_its_own_earlier_output(workspace, capsys
     assert folder_digest(workspace) == before
 
 
-def test_converter_force_replaces_only_its_own_earlier_output(workspace, converted, capsys):
+def test_converter_force_refuses_an_earlier_output_with_something_added(workspace, converted, capsys):
+    """(That --force replaces an earlier converted folder: test_convert.py::test_sharded_conversion_replaces_...)"""
     out = workspace / "converted"
     shutil.copytree(converted("tiny_seg"), out)
-    assert convert_main(["--input", str(workspace / "ckpt"), "--output", str(out), "--force", "--dtype", "float32"]) == 0
-    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
     (out / ".git").mkdir()
     before = folder_digest(workspace)
     assert convert_main(["--input", str(workspace / "ckpt"), "--output", str(out), "--force"]) == 1

@@ -4,6 +4,7 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
     tokenocr similarity --model M --image PATH [PATH ...] --query TEXT [TEXT ...] --out DIR [--force] ...
     tokenocr search --model M --images FOLDER_GLOB_OR_PDF [...] --query TEXT [TEXT ...] --out FILE.jsonl [--resume]
                     [--top-k K]
+    tokenocr demo [--model M ...] [--port P]      (the Gradio demo in demo/)
     tokenocr convert ...            (the same as tokenocr-convert)
     tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] ...
 
@@ -90,6 +91,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace DST if it is an earlier output of this command (only once the new one is complete)")
     parser.add_argument("--repo-id", default="org/TokenOCR",
                         help="hub repo the folder will be published as, used in the model card (default: org/TokenOCR)")
+    parser.add_argument("--space-id", default=None,
+                        help="demo Space the model card links to (default: OWNER/TokenOCR-demo, OWNER from --repo-id)")
     parser.add_argument("--thorough-verification", action="store_true",
                         help="verify on a 3x2-tile probe page instead of one tile (slower, also exercises tiling)")
 
@@ -119,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", required=True, metavar="FILE.jsonl", help="file to write (one JSON line per page and query)")
     search.add_argument("--resume", action="store_true", help="continue an earlier --out, skipping the finished pages")
     search.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="best pages printed per query (default: 5)")
+    demo = commands.add_parser("demo", help="start the Gradio demo (needs the demo extra: gradio, pypdfium2)",
+                               description="Serve the Gradio demo on this machine (see demo/README.md).")
+    from .demo.app import add_demo_arguments
+
+    add_demo_arguments(demo)
     convert = commands.add_parser("convert", help="the same as tokenocr-convert",
                                   description="Convert an original TokenOCR checkpoint into a hub-ready folder.")
     add_convert_arguments(convert)
@@ -160,15 +168,22 @@ def _run_search(args) -> str:
     return f"scored {len(work['todo'])} of {work['pages']} pages; results in {out}"
 
 
+def _run_demo(args) -> str:
+    from .demo.app import run_demo
+
+    run_demo(args)
+    return "demo stopped"
+
+
 def _run_convert(args) -> str:
     from .conversion.convert import convert
 
     destination = convert(args.input, args.output, args.dtype, args.max_shard_size, args.force, args.repo_id,
-                          args.thorough_verification)
+                          args.thorough_verification, args.space_id)
     return f"wrote {destination}"
 
 
-_COMMANDS = {"similarity": _run_similarity, "search": _run_search, "convert": _run_convert}
+_COMMANDS = {"similarity": _run_similarity, "search": _run_search, "demo": _run_demo, "convert": _run_convert}
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""`tokenocr similarity`: one heatmap and one mask PNG per query token and image, and `summary.json`."""
+"""`tokenocr similarity`: per image, one heatmap and one mask PNG per query token, one strip per query (all its
+tokens side by side, captioned), and `summary.json`."""
 
 import json
 import os
@@ -36,6 +37,7 @@ def foreign_entries(folder: Path) -> list[str]:
     for image in summary.get("images", []):
         written.add(image.get("folder", ""))
         for query in image.get("queries", []):
+            written.add(query.get("strip", ""))
             for token in query.get("tokens", []):
                 written.update((token.get("heatmap", ""), token.get("mask", "")))
     return [entry for entry in entries if entry not in written]
@@ -92,6 +94,7 @@ def run(args, finder) -> Path:
 
     from ..processing import relevance_score
     from ..processing.pipeline_tokenocr import visual_image
+    from ..processing.visualization_tokenocr import query_strip
 
     destination = Path(args.out).expanduser().absolute()
     summary = {"tool": TOOL, "model": args.model, "threshold": args.threshold, "images": []}
@@ -111,7 +114,11 @@ def run(args, finder) -> Path:
                                          f"q{query_index}-t{token_index:02d}-{safe_name(token['token'])}")
                     for token_index, token in enumerate(tokens)
                 ]
-                entry["queries"].append({"query": query, "relevance": relevance_score(tokens), "tokens": written})
+                relevance = relevance_score(tokens)
+                query_strip(image, tokens, title=f"{query!r} (relevance {relevance:.3f})").save(
+                    folder / f"q{query_index}-strip.png")
+                entry["queries"].append({"query": query, "relevance": relevance,
+                                         "strip": f"{folder.name}/q{query_index}-strip.png", "tokens": written})
             summary["images"].append(entry)
         (building / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         move_into_place(building, destination)

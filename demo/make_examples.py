@@ -1,0 +1,101 @@
+"""
+Draw the synthetic pages the demo and the model card show (run once; the outputs are committed).
+
+    python demo/make_examples.py
+
+Writes `hub_cards/sample_page.png` (the model card's example page: a two-tile invoice), and the demo's examples
+`demo/examples/receipt.png` (a two-tile receipt) and `demo/examples/notice.pdf` (two pages). The text is drawn
+with Pillow's default font, dark on light paper, large enough to read once the page is scaled down in a strip.
+"""
+
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+ROOT = Path(__file__).resolve().parent.parent
+INK, GREY, PAPER = (25, 25, 30), (110, 110, 120), (250, 249, 245)
+
+
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
+def _page(size, lines) -> Image.Image:
+    """`lines`: (x, y, text, font size, colour) tuples, or (x0, y, x1) for a horizontal rule."""
+    page = Image.new("RGB", size, PAPER)
+    draw = ImageDraw.Draw(page)
+    for line in lines:
+        if len(line) == 3:
+            x0, y, x1 = line
+            draw.line([(x0, y), (x1, y)], fill=GREY, width=2)
+        else:
+            x, y, text, font_size, colour = line
+            draw.text((x, y), text, fill=colour, font=_font(font_size))
+    return page
+
+
+def invoice() -> Image.Image:
+    rows = [("Printer paper, A4 (box)", "10", "4.50", "45.00"), ("Toner cartridge, black", "2", "59.25", "118.50")]
+    lines = [
+        (32, 28, "Northwind Office Supplies", 34, INK),
+        (32, 72, "12 Harbour Street, Springfield", 22, GREY),
+        (560, 30, "Invoice No. 2024-117", 28, INK),
+        (560, 72, "Date: 11/12/2020", 22, GREY),
+        (32, 140, 864),
+        (32, 156, "Description", 24, GREY), (470, 156, "Qty", 24, GREY),
+        (570, 156, "Price", 24, GREY), (730, 156, "Amount", 24, GREY),
+    ]
+    for index, (text, quantity, price, amount) in enumerate(rows):
+        y = 206 + 48 * index
+        lines += [(32, y, text, 26, INK), (480, y, quantity, 26, INK), (570, y, price, 26, INK), (740, y, amount, 26, INK)]
+    lines += [(32, 312, 864), (32, 330, "Invoice total", 30, INK), (724, 330, "163.50", 30, INK),
+              (32, 390, "Payment due within 30 days.", 22, GREY)]
+    return _page((896, 448), lines)
+
+
+def receipt() -> Image.Image:
+    items = [("Coffee beans 500 g", "8.90"), ("Oat milk", "2.10"), ("Croissant x2", "3.60"), ("Orange juice", "2.95")]
+    lines = [(40, 40, "CORNER BAKERY", 40, INK), (40, 96, "OPEN 24 HOURS", 26, GREY), (40, 132, "Receipt 00417", 24, GREY),
+             (40, 180, 408)]
+    for index, (name, price) in enumerate(items):
+        y = 204 + 56 * index
+        lines += [(40, y, name, 26, INK), (330, y, price, 26, INK)]
+    lines += [(40, 440, 408), (40, 464, "TOTAL", 34, INK), (318, 464, "17.55", 34, INK),
+              (40, 540, "Paid by card", 24, GREY), (40, 580, "Thank you!", 28, INK)]
+    return _page((448, 896), lines)
+
+
+def notice_pages() -> list[Image.Image]:
+    """Two 2:1 pages (1200 x 600 pixels, drawn for 150 dpi)."""
+    first = [(60, 50, "Meeting notice", 56, INK), (60, 140, 1140),
+             (60, 180, "The annual meeting of members will be held", 36, INK),
+             (60, 236, "on Tuesday, 4 March, at 10:00 in Room 12.", 36, INK),
+             (60, 330, "Please confirm attendance by 25 February.", 32, GREY),
+             (60, 500, "Page 1 of 2", 26, GREY)]
+    second = [(60, 50, "Agenda", 56, INK), (60, 140, 1140),
+              (60, 180, "1. Opening and minutes of the last meeting", 36, INK),
+              (60, 236, "2. Accounts for the year", 36, INK),
+              (60, 292, "3. Election of the board", 36, INK),
+              (60, 500, "Page 2 of 2", 26, GREY)]
+    return [_page((1200, 600), first), _page((1200, 600), second)]
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    """A small palette PNG: the pages hold a few dozen colours at most."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
+
+
+def main() -> None:
+    _save_png(invoice(), ROOT / "hub_cards" / "sample_page.png")
+    _save_png(receipt(), ROOT / "demo" / "examples" / "receipt.png")
+    pdf = ROOT / "demo" / "examples" / "notice.pdf"
+    first, second = notice_pages()
+    first.save(pdf, "PDF", resolution=150.0, save_all=True, append_images=[second])
+    print(f"wrote {pdf.relative_to(ROOT)} ({pdf.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The demo, used as a person would: `python demo/app.py` on localhost, driven with gradio_client; network refused."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[demo]')")
+pytest.importorskip("pypdfium2", reason="the demo needs pypdfium2 (pip install -e '.[demo]')")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from demo_server import APP, NETWORK_GUARD, DemoServer  # noqa: E402
+from fixture_cases import Case, load_case  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_PAGE = ROOT / "hub_cards" / "sample_page.png"
+
+
+def load_app_module():
+    """demo/app.py imported by path, as on a Space (no package needed)."""
+    spec = importlib.util.spec_from_file_location("tokenocr_demo_app_under_test", APP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+app_module = load_app_module()
+MODEL = app_module.DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with DemoServer(tmp_path_factory.mktemp("demo")) as running:
+        yield running
+    assert running.process.returncode is not None
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory):
+    return Client(server.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def run(client, image=None, pdf=None, page=1, query="Invoice total", threshold=0.2):
+    return client.predict(
+        handle_file(str(image)) if image else None, handle_file(str(pdf)) if pdf else None, page, query, threshold,
+        MODEL, api_name="/run",
+    )
+
+
+def expected_tokens(image, query):
+    """The pipeline's tokens for the same page and query (the demo must agree with it)."""
+    from tokenocr import TokenSimilarityPipeline
+
+    model, processor = load_case(Case("tiny_seg"))
+    finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity", device="cpu")
+    return finder(image, query)
+
+
+def test_image_and_query_give_one_heatmap_per_token(client):
+    gallery, strip, annotated, relevance, table, summary_file, status = run(client, image=SAMPLE_PAGE)
+    expected = expected_tokens(str(SAMPLE_PAGE), "Invoice total")
+    assert len(gallery) == len(expected) == 3
+    for item, token in zip(gallery, expected):
+        with Image.open(item["image"]) as heatmap:
+            assert heatmap.size == (896, 448)  # the page's size
+        assert item["caption"].startswith(f"'{token['token']}'")
+        assert item["caption"].endswith(f"{token['score']:.3f}")
+    assert isinstance(relevance, float) and math.isfinite(relevance)
+    summary = json.loads(Path(summary_file).read_text())
+    assert [t["token_id"] for t in summary["tokens"]] == [t["token_id"] for t in expected]
+    for reported, token in zip(summary["tokens"], expected):
+        assert reported["score"] == pytest.approx(token["score"], abs=1e-4)
+        assert reported["boxes"] == token["boxes"]
+    assert summary["relevance"] == pytest.approx(np.mean([t["score"] for t in expected]), abs=1e-5)
+    assert relevance == pytest.approx(summary["relevance"], abs=1e-4)
+    assert [row[2] for row in table["data"]] == [t["token_id"] for t in expected]
+    assert summary["page"] == {"source": "image", "file": "sample_page.png", "page_number": 1, "size": [896, 448]}
+    with Image.open(strip) as picture:
+        assert picture.width > 3 * 300  # three captioned panels side by side
+    with Image.open(annotated["image"]) as view:
+        assert view.size == (896, 448)
+    assert annotated["annotations"][0]["label"].startswith("text mask")
+    assert "vision pass" in status and "cache" not in status
+
+
+def test_a_new_query_on_the_same_page_reuses_the_vision_pass(client, tmp_path):
+    page = tmp_path / "receipt.png"
+    page.write_bytes((ROOT / "demo" / "examples" / "receipt.png").read_bytes())
+    first = run(client, image=page, query="TOTAL")[-1]
+    second = run(client, image=page, query="Thank you", threshold=0.1)[-1]
+    assert "reused from the cache" not in first
+    assert "reused from the cache" in second
+
+
+def make_pdf(path: Path, sizes) -> list[Image.Image]:
+    pages = [Image.new("RGB", size, (250, 250, 245)) for size in sizes]
+    pages[0].save(path, "PDF", resolution=150.0, save_all=True, append_images=pages[1:])
+    return pages
+
+
+def test_a_pdf_page(client, tmp_path):
+    pdf = tmp_path / "two-pages.pdf"
+    make_pdf(pdf, [(600, 300), (400, 500)])
+    gallery, _, _, relevance, _, summary_file, status = run(client, pdf=pdf, page=2, query="Agenda")
+    summary = json.loads(Path(summary_file).read_text())
+    width, height = summary["page"]["size"]
+    assert abs(width - 400) <= 1 and abs(height - 500) <= 1  # rendered at 150 dpi: the page's own pixels
+    assert summary["page"]["source"] == "pdf" and summary["page"]["page_number"] == 2
+    assert len(gallery) == len(summary["tokens"]) >= 1
+    for item in gallery:
+        with Image.open(item["image"]) as heatmap:
+            assert heatmap.size == (width, height)
+    assert "page 2 of two-pages.pdf" in status and math.isfinite(relevance)
+
+
+def test_errors_are_messages(client, tmp_path):
+    pdf = tmp_path / "two-pages.pdf"
+    make_pdf(pdf, [(300, 200), (300, 200)])
+    damaged = tmp_path / "damaged.pdf"
+    damaged.write_bytes(pdf.read_bytes()[:200])
+    huge = tmp_path / "huge.pdf"
+    Image.new("RGB", (600, 600), "white").save(huge, "PDF", resolution=2.0)  # a 300 x 300 inch page
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are not pixels")
+    cases = [
+        (dict(image=SAMPLE_PAGE, query="   "), "the query is empty"),
+        (dict(query="Invoice"), "no page"),
+        (dict(pdf=damaged), "cannot open PDF 'damaged.pdf'"),
+        (dict(pdf=pdf, page=3), "has 2 page(s); page 3 does not exist"),
+        (dict(pdf=huge), "megapixels"),
+        (dict(image=not_an_image), "cannot read 'notes.png' as an image"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(AppError) as raised:
+            run(client, **arguments)
+        text = str(raised.value)
+        assert message in text, (arguments, text)
+        assert "Traceback" not in text and "\n" not in text.strip()
+
+
+def test_untrained_weights_are_noted_in_the_page(server):
+    with urllib.request.urlopen(server.url + "config", timeout=10) as response:
+        config = json.load(response)
+    notes = [c["props"].get("value", "") for c in config["components"] if c.get("props", {}).get("elem_id") == "model-note"]
+    assert notes and "not trained" in notes[0]
+
+
+def test_no_network_was_used(server, client):
+    run(client, image=SAMPLE_PAGE, query="Northwind")
+    assert server.refused_connections() == []
+    assert server.process.poll() is None  # still serving
+
+
+def test_network_guard_refuses_and_logs(tmp_path):
+    script = tmp_path / "reach_out.py"
+    script.write_text("import socket\ntry:\n    socket.create_connection(('huggingface.co', 443), timeout=2)\n"
+                      "except OSError as error:\n    print('refused:', error)\n")
+    log = tmp_path / "network.log"
+    result = subprocess.run([sys.executable, "-c", NETWORK_GUARD, str(log), str(script)], capture_output=True,
+                            text=True, timeout=60)
+    assert "refused" in result.stdout and log.read_text().split() == ["huggingface.co"]
+
+
+# --------------------------------------------------------------------------- the module, without a server
+
+
+def test_importing_the_app_loads_neither_gradio_nor_torch():
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('app', {str(APP)!r})\n"
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+            "print(sorted(m for m in ('gradio', 'torch', 'transformers') if m in sys.modules))\n"
+            "import tokenocr.demo.app\n"
+            "print('gradio' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["[]", "False"]
+
+
+def test_which_models_are_offered(monkeypatch, tmp_path):
+    resolve = app_module.resolve_models
+    assert resolve(["a/b", "c/d", "a/b"], environ={}) == ["a/b", "c/d"]
+    assert resolve(None, environ={app_module.MODEL_ENV: " x/y , z/w "}) == ["x/y", "z/w"]
+    assert resolve(None, environ={}) == [app_module.DEFAULT_MODEL]
+    assert app_module.is_untrained(app_module.DEFAULT_MODEL)
+    monkeypatch.setattr(app_module, "DEFAULT_MODEL", str(tmp_path / "absent"))  # as on a Space
+    assert resolve(None, environ={}) == list(app_module.HUB_MODELS)
+    assert app_module.model_kind("org/TokenOCR") == "hub"
+    assert app_module.model_kind(str(ROOT / "tests/fixtures/original/tiny_seg/checkpoint")) == "original"
+    with pytest.raises(app_module.DemoError, match="neither a folder nor a hub repo id"):
+        app_module.model_kind("no such model")
+    assert app_module.main(["--model", "no such model"]) == 1
+
+
+def test_feature_cache_is_bounded_in_bytes():
+    import torch
+
+    def entry(megabytes):
+        return app_module.PageFeatures(page=Image.new("RGB", (1, 1)), features=torch.zeros(megabytes * 2**18), grid=(1, 1))
+
+    cache = app_module.FeatureCache(max_bytes=3 * 2**20)
+    cache.put("a", entry(1))
+    cache.put("b", entry(1))
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", entry(2))  # over budget: b (least recently used) goes, then a
+    assert cache.get("b") is None and cache.get("a") is None and cache.get("c") is not None
+    cache.put("d", entry(8))  # larger than the budget alone: still kept, as the newest
+    assert len(cache) == 1 and cache.get("d") is not None
+
+
+def test_space_metadata():
+    import yaml
+
+    text = (ROOT / "demo" / "README.md").read_text()
+    metadata = yaml.safe_load(text.split("---")[1])
+    assert metadata["sdk"] == "gradio" and (ROOT / "demo" / metadata["app_file"]).is_file()
+    assert metadata["models"] == list(app_module.HUB_MODELS)
+    assert metadata["title"] and 0 < len(metadata["short_description"]) <= 60
+    requirements = (ROOT / "demo" / "requirements.txt").read_text()
+    for package in ("torch", "transformers", "pypdfium2"):
+        assert package in requirements
+    assert "tokenocr" not in [line.split(">")[0].strip() for line in requirements.splitlines()]
