@@ -67,6 +67,7 @@ def test_help_and_argument_errors_load_neither_torch_nor_transformers(tmp_path):
     script = (
         "import sys\nfrom tokenocr.cli import main, convert_main\n"
         "for command, argv in [(main, ['--help']), (main, ['similarity', '--help']), (convert_main, ['--help']),"
+        " (main, ['search', '--help']), (main, ['demo', '--help']), (main, ['convert', '--help']),"
         " (main, ['similarity', '--image', 'a.png', '--query', 'x', '--out', 'o']),"
         " (main, ['similarity', '--model', 'm', '--image', 'a', '--query', 'x', '--out', 'o', '--threshold', 'nan'])]:\n"
         "    try:\n        command(argv)\n    except SystemExit:\n        pass\n"

@@ -18,7 +18,7 @@ import sys
 
 from .constants import DTYPE_NAMES
 from .loading import MODEL_HELP
-from .outputs import interrupt_on_termination
+from .outputs import interrupt_on_termination, was_interrupted
 from .processing.settings_tokenocr import (
     DEFAULT_BATCH_SIZE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, check_threshold, parse_pages,
 )
@@ -204,6 +204,9 @@ def run_command(program: str, command, args) -> int:
         print(f"{program}: error: interrupted; nothing was written", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - every failure is one line, whatever raised it
+        if was_interrupted():  # a signal that a library reported as its own error
+            print(f"{program}: error: interrupted; nothing was written", file=sys.stderr)
+            return 130
         print(f"{program}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     print(f"{program}: {message}", file=sys.stderr)

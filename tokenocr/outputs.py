@@ -204,14 +204,26 @@ def move_into_place(building: Path, destination: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
+_interrupted = False
+
+
 def _raise_keyboard_interrupt(signum, frame):
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
+
+
+def was_interrupted() -> bool:
+    """Whether Ctrl-C, SIGTERM or SIGHUP arrived inside `interrupt_on_termination` (even if a library turned the
+    resulting `KeyboardInterrupt` into another exception, as native extensions sometimes do)."""
+    return _interrupted
 
 
 @contextmanager
 def interrupt_on_termination() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into `KeyboardInterrupt` (like Ctrl-C), so that cleanup code runs for them too."""
-    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    """Turn Ctrl-C, SIGTERM and SIGHUP into `KeyboardInterrupt`, and remember that one came (`was_interrupted`), so
+    that cleanup code runs for all of them and the command reports an interrupt, not whatever it interrupted."""
+    names = [name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
     previous = {}
     for name in names:
         try:
