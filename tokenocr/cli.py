@@ -4,7 +4,7 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
     tokenocr similarity --model M --image PATH [PATH ...] --query TEXT [TEXT ...] --out DIR [--force] ...
     tokenocr search --model M --images FOLDER_GLOB_OR_PDF [...] --query TEXT [TEXT ...] --out FILE.jsonl [--resume]
     tokenocr convert ...            (the same as tokenocr-convert)
-    tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] ...
+    tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] [--tokenizer ...] ...
 
 Parsing, `--help` and argument errors import neither torch nor transformers: heavy imports happen when the work
 starts (in `tokenocr.commands` and `tokenocr.conversion`). Every failure prints one line, `PROGRAM: error: ...`,
@@ -91,6 +91,9 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hub repo the folder will be published as, used in the model card (default: org/TokenOCR)")
     parser.add_argument("--thorough-verification", action="store_true",
                         help="verify on a 3x2-tile probe page instead of one tile (slower, also exercises tiling)")
+    parser.add_argument("--tokenizer", default=None, metavar="PATH_OR_REPO",
+                        help="folder with tokenizer.model (or the file itself, or a hub repo id) to use instead of the "
+                        "source's own; the original R50 release keeps its tokenizer outside the checkpoint folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +137,7 @@ def _run_convert(args) -> str:
     from .conversion.convert import convert
 
     destination = convert(args.input, args.output, args.dtype, args.max_shard_size, args.force, args.repo_id,
-                          args.thorough_verification)
+                          args.thorough_verification, args.tokenizer)
     return f"wrote {destination}"
 
 
