@@ -33,7 +33,8 @@ def fixture_report(repo: str, fixtures: str) -> dict:
             report["ids_equal"] &= text["input_ids"][0].tolist() == manifest["query_input_ids"][query]
             with torch.no_grad():
                 similarity = model(image_embeds=features, input_ids=text["input_ids"]).similarity
-            maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"])[0][0]
+            maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
+                                                     inputs.get("map_sizes"))[0][0]  # map_sizes: whole images (R50)
             difference = float(np.abs(maps.numpy() - expected[f"similarity_q{index}"]).max())
             report["similarity"] = max(report["similarity"], difference)
     return report
@@ -61,6 +62,11 @@ def pipeline_report(repo: str, fixtures: str) -> dict:
 def fixture_and_pipeline_report(repo: str, fixtures: str) -> dict:
     """Both reports from one process (each new process costs seconds of imports)."""
     return {**fixture_report(repo, fixtures), "pipeline": pipeline_report(repo, fixtures)}
+
+
+def fixture_pipeline_and_code_report(repo: str, fixtures: str, code: str) -> dict:
+    """`fixture_and_pipeline_report` and `run_code` from one process."""
+    return {**fixture_and_pipeline_report(repo, fixtures), **run_code(code)}
 
 
 def run_code(code: str) -> dict:
