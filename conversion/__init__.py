@@ -1,9 +1,12 @@
 """
-`tokenocr.conversion`: original TokenOCR checkpoints (InternVL-style `internvl_chat` folders) to TokenOCR models.
+`tokenocr.conversion`: original TokenOCR checkpoints (InternVL-style `internvl_chat` folders of the ViT releases, and
+the R50 release's `checkpoint.pth` or its two parts) to TokenOCR models.
 
-- `weights.py`: reading weight files (safetensors or pickled `.bin`, lazily, never outside the checkpoint folder);
-- `tokenizer.py`: the SentencePiece `tokenizer.model` as a fast tokenizer;
-- `original.py`: the original config and names translated, `load_original`;
+- `weights.py`: reading weight files (safetensors or pickled `.bin`/`.pth`, lazily, never outside the checkpoint
+  folder);
+- `tokenizer.py`: the SentencePiece `tokenizer.model` as a fast tokenizer (from the folder, or given separately);
+- `original.py`: the original config and names translated, `load_original`, which reads either kind of folder;
+- `original_r50.py`: the R50 release (ResNet-50 tower; depths and widths from the tensors);
 - `convert.py`: `tokenocr-convert`, a verified hub-ready folder; `hub_check.py`: the verification run in a clean
   process with transformers alone.
 
@@ -18,6 +21,7 @@ from tokenocr._lazy import lazy_exports
 _EXPORTS = {
     "CheckpointError": "weights",
     "OriginalCheckpoint": "original",
+    "OriginalR50Checkpoint": "original_r50",
     "convert_tokenizer": "tokenizer",
     "load_original": "original",
     "rename_key": "original",
@@ -27,5 +31,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .original import OriginalCheckpoint, load_original, rename_key
+    from .original_r50 import OriginalR50Checkpoint
     from .tokenizer import convert_tokenizer
     from .weights import CheckpointError

@@ -4,7 +4,10 @@
 `tokenocr-convert`: turn an original TokenOCR checkpoint into a hub-ready folder that loads with transformers alone.
 
     tokenocr-convert --input SRC --output DST [--dtype float32|bfloat16|float16] [--max-shard-size SIZE] [--force]
-                     [--repo-id ID] [--thorough-verification]
+                     [--repo-id ID] [--thorough-verification] [--tokenizer PATH_OR_REPO]
+
+SRC is an original ViT checkpoint (folder or hub repo id) or an original R50 folder (`checkpoint.pth` or its two
+parts), whose tokenizer may be given separately with `--tokenizer`.
 
 The folder is built in a hidden temporary folder beside DST, verified in a separate Python process in which
 `tokenocr` cannot be imported, and only then renamed into place. Any failure exits non-zero with a one-line reason
@@ -28,7 +31,7 @@ from ..outputs import building_folder, check_output_location, check_replaceable,
 from ..processing import REMOTE_CODE_FILES as PROCESSING_FILES
 from . import hub_check
 from .model_card import EXAMPLE_PAGE, EXAMPLE_PICTURE, SAMPLE_PAGE, SAMPLE_QUERY, render_card
-from .original import OriginalCheckpoint, convert_tensors, is_skipped, load_original, plan_conversion
+from .original import OriginalCheckpoint, convert_tensors, is_skipped, load_checkpoint, plan_conversion
 from .weights import SAFETENSORS_DTYPES, first_line, read_weight_index
 
 
@@ -41,6 +44,11 @@ PROBE_QUERY = "Invoice 2024"
 # Largest allowed |converted - source| on the probe page, relative to max(1, max |source features|). Both sides
 # run in float32, so this measures what the stored dtype loses.
 VERIFY_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+# The probe page of the verification for a ResNet tower (whole images), as (height, width): sides that are not
+# multiples of the stride 32, so that the partial windows at the borders are checked; larger with
+# --thorough-verification.
+R50_PROBE_SIZE, R50_THOROUGH_PROBE_SIZE = (420, 300), (1100, 850)
 
 # Everything a converted folder may hold: how an earlier output of this command is recognised (--force replaces
 # nothing else).
@@ -288,15 +296,25 @@ def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
 # ------------------------------------------------------------------------------------------ verification
 
 
-def make_probe_image(tile_size: int, path: Path, thorough: bool = False) -> None:
+def probe_size(processor, thorough: bool = False) -> tuple[int, int]:
     """
-    A deterministic page of dark strokes on light paper: one tile (every weight of the model takes part), or with
-    `thorough` a 3x2-tile page (7 tiles with the thumbnail), which also exercises tiling.
+    `(height, width)` of the verification's probe page: one tile (every weight of the model takes part), or with
+    `thorough` a 3x2-tile page (7 tiles with the thumbnail), which also exercises tiling; for a whole-image processor
+    (R50) a page whose sides are not multiples of the ResNet's stride.
     """
+    image_processor = processor.image_processor
+    if not image_processor.do_tiling:
+        return R50_THOROUGH_PROBE_SIZE if thorough else R50_PROBE_SIZE
+    tile_size = image_processor.size["height"]
+    return (2 * tile_size, 3 * tile_size) if thorough else (tile_size, tile_size)
+
+
+def make_probe_image(size: tuple[int, int], path: Path) -> None:
+    """A deterministic page of `size` `(height, width)`: dark strokes on light paper."""
     from PIL import Image
 
     rng = np.random.default_rng(2503_02304)
-    height, width = (2 * tile_size, 3 * tile_size) if thorough else (tile_size, tile_size)
+    height, width = size
     page = np.full((height, width, 3), 235, dtype=np.uint8)
     for _ in range(12):
         top, left = rng.integers(0, height - 4), rng.integers(0, width - 8)
@@ -307,7 +325,7 @@ def make_probe_image(tile_size: int, path: Path, thorough: bool = False) -> None
 
 def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path) -> tuple[Path, Path, list[int]]:
     """The source's float32 features on the probe and embeddings of the probe query, saved for the check."""
-    model, processor = load_original(checkpoint.path, dtype=torch.float32)
+    model, processor = load_checkpoint(checkpoint, dtype=torch.float32)
     features_file, text_file = workdir / "reference.npy", workdir / "text_reference.npy"
     query_ids = processor(text=PROBE_QUERY)["input_ids"]
     with torch.no_grad():
@@ -318,7 +336,7 @@ def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path
     return features_file, text_file, query_ids
 
 
-def verify(checkpoint: OriginalCheckpoint, folder: Path, tile_size: int, dtype: torch.dtype, thorough: bool) -> float:
+def verify(checkpoint: OriginalCheckpoint, folder: Path, size: tuple[int, int], dtype: torch.dtype) -> float:
     """
     Load `folder` with transformers alone in a fresh process and compare its features and token embeddings with the
     source's (computed here first, then released, so that only one model is in memory at a time). Returns the
@@ -329,7 +347,7 @@ def verify(checkpoint: OriginalCheckpoint, folder: Path, tile_size: int, dtype: 
     workdir.mkdir()
     try:
         probe = workdir / "probe.png"
-        make_probe_image(tile_size, probe, thorough)
+        make_probe_image(size, probe)
         features_file, text_file, query_ids = _source_reference(checkpoint, probe, workdir)
         example = [SAMPLE_PAGE, SAMPLE_QUERY, EXAMPLE_PICTURE, EXAMPLE_PAGE]  # the model card's picture, made there
         report = hub_check.run_as_hub_user(
@@ -359,6 +377,7 @@ def verify(checkpoint: OriginalCheckpoint, folder: Path, tile_size: int, dtype: 
 
 
 def _check_arguments(output: str, dtype: str | None, max_shard_size: str, force: bool, inputs: list) -> tuple[Path, int]:
+    inputs = [source for source in inputs if source is not None]  # the tokenizer, when given, is an input too
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     shard_bytes = parse_size(max_shard_size)
@@ -376,30 +395,31 @@ def convert(
     repo_id: str = DEFAULT_REPO_ID,
     thorough_verification: bool = False,
     space_id: str | None = None,
+    tokenizer: str | None = None,
 ) -> Path:
     """
     Convert `source` (a local original checkpoint folder or a hub repo id) into the hub-ready folder `output`.
     The folder appears only once it is complete and verified; an existing `output` is replaced only with `force`
-    and only when it is an earlier converted folder. Returns its path.
+    and only when it is an earlier converted folder. `tokenizer` (a folder, a `tokenizer.model` file or a hub repo id)
+    replaces the source's own tokenizer (the original R50 release keeps it elsewhere). Returns its path.
     """
-    destination, shard_bytes = _check_arguments(output, dtype, max_shard_size, force, [source])
+    destination, shard_bytes = _check_arguments(output, dtype, max_shard_size, force, [source, tokenizer])
     folder, hub_id = resolve_source(source)
     if hub_id is not None:
-        _check_arguments(output, dtype, max_shard_size, force, [folder])
-    checkpoint = OriginalCheckpoint(folder)
+        _check_arguments(output, dtype, max_shard_size, force, [folder, tokenizer])
+    checkpoint = OriginalCheckpoint(folder, tokenizer=tokenizer)
     config = checkpoint.tokenocr_config()
     target_dtype = getattr(torch, dtype) if dtype else checkpoint.source_dtype()
     if target_dtype not in VERIFY_TOLERANCE:
         raise ConversionError(f"the source weights are {target_dtype}; pass --dtype {'/'.join(DTYPE_NAMES)}")
     plan = plan_conversion(checkpoint, config, target_dtype)
     processor = checkpoint.processor()
-    tile_size = processor.image_processor.size["height"]
 
     with building_folder(destination, PROGRAM) as building:
         total = write_weights(checkpoint, plan, building, shard_bytes)
         write_configs(config, target_dtype, processor, building)
-        difference = verify(checkpoint, building, tile_size, target_dtype, thorough_verification)
-        render_card(config, target_dtype, tile_size, building, repo_id, hub_id, difference, space_id)
+        difference = verify(checkpoint, building, probe_size(processor, thorough_verification), target_dtype)
+        render_card(config, target_dtype, processor, building, repo_id, hub_id, difference, space_id)
         move_into_place(building, destination)
     print(f"{PROGRAM}: wrote {destination} ({total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights)",
           file=sys.stderr)

@@ -163,10 +163,13 @@ def make_example_picture(folder: str, model, processor, sample_page: str, query:
     query_strip = get_class_from_dynamic_module("visualization_tokenocr.query_strip", folder)
     page = Image.open(sample_page).convert("RGB")
     tiles = processor(images=page, use_thumbnail=False, return_tensors="pt")
+    whole_image = "map_sizes" in tiles  # the ResNet variant's processor: the page whole, no tiles
     query_ids = processor(text=query, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        similarity = model.get_similarity(tiles["pixel_values"], query_ids)
-    maps = processor.post_process_similarity(similarity, tiles["grid_cols_rows"], tiles["num_tiles"])[0][0]
+        similarity = model.get_similarity(tiles["pixel_values"], query_ids,
+                                          **({"pixel_sizes": tiles["pixel_sizes"]} if whole_image else {}))
+    maps = processor.post_process_similarity(similarity, tiles["grid_cols_rows"], tiles["num_tiles"],
+                                             **({"map_sizes": tiles["map_sizes"]} if whole_image else {}))[0][0]
     tokens = [{"token": token, "score": float(token_map.max()), "similarity": token_map.float().numpy()}
               for token, token_map in zip(processor.query_tokens(query_ids[0]), maps)]
     relevance = sum(token["score"] for token in tokens) / len(tokens)

@@ -19,9 +19,10 @@ import yaml
 
 
 CARDS_DIR = Path(str(resources.files("tokenocr.hub_cards")))
-# Released variants, told apart by the feature width D.
+# Released variants, told apart by the feature width D (ViT) or the tower (R50).
 CARD_FOR_WIDTH = {4096: "TokenOCR-4096-English-seg", 2048: "TokenOCR-2048-Bilingual-seg"}
 GENERIC_CARD = "TokenOCR-custom"
+R50_CARD = "TokenOCR-R50"
 # Where the released variants' original checkpoints live on the hub (the cards' `base_model`).
 RELEASED_SOURCES = {
     "TokenOCR-4096-English-seg": "TongkunGuan/TokenFD_4096_English_seg",
@@ -67,12 +68,23 @@ def _template(name: str) -> string.Template:
     return string.Template(path.read_text(encoding="utf-8"))
 
 
+def _tower_values(config, processor) -> dict:
+    """What a card says about the vision tower and the input: InternViT and tiles, or ResNet and whole images."""
+    image_processor = processor.image_processor
+    if config.is_internvit:
+        return dict(vision_width=config.vision_config.hidden_size, vision_layers=config.vision_config.num_hidden_layers,
+                    tile_size=image_processor.size["height"])
+    return dict(vision_width=config.vision_width, depths=", ".join(map(str, config.vision_config.depths)),
+                upsampler_width=config.upsampler_output_size, max_side=image_processor.max_side)
+
+
 def render_card(
-    config, dtype, tile_size: int, folder: Path, repo_id: str, base_model: str | None, difference: float,
+    config, dtype, processor, folder: Path, repo_id: str, base_model: str | None, difference: float,
     space_id: str | None = None,
 ) -> Path:
     """
-    Write `folder/README.md` from the template for the checkpoint's feature width.
+    Write `folder/README.md` from the template for the checkpoint: by feature width for the ViT releases, the R50
+    template for a ResNet tower, else the generic one.
 
     The example picture ([`EXAMPLE_PICTURE`]) and page must already be in `folder` (the converter's verification
     makes them). Returns the card's path.
@@ -84,8 +96,7 @@ def render_card(
     for name in (EXAMPLE_PICTURE, EXAMPLE_PAGE):
         if not (folder / name).is_file():
             raise CardError(f"the model card needs '{name}' in the converted folder; it was not made")
-    width = config.hidden_size
-    name = CARD_FOR_WIDTH.get(width, GENERIC_CARD)
+    name = CARD_FOR_WIDTH.get(config.hidden_size, GENERIC_CARD) if config.is_internvit else R50_CARD
     base_model = base_model or RELEASED_SOURCES.get(name)
     space_id = space_id or default_space_id(repo_id)
     values = dict(
@@ -98,16 +109,16 @@ def render_card(
         widget=widget_metadata(),
         base_model=base_model or "an original TokenOCR checkpoint",
         base_model_line=f"base_model: {base_model}\n" if base_model else "",
-        hidden_size=width,
+        hidden_size=config.hidden_size,
         vocab_size=config.vocab_size,
-        vision_width=config.vision_config.hidden_size,
-        vision_layers=config.vision_config.num_hidden_layers,
-        tile_size=tile_size,
         dtype=str(dtype).replace("torch.", ""),
         max_difference=f"{difference:.2e}",
+        **_tower_values(config, processor),
     )
+    usage = "_usage.md" if config.is_internvit else "_usage_r50.md"
     try:
-        parts = {part: _template(f"_{part}.md").substitute(values).rstrip() + "\n" for part in ("showcase", "usage")}
+        parts = {"showcase": _template("_showcase.md").substitute(values).rstrip() + "\n",
+                 "usage": _template(usage).substitute(values).rstrip() + "\n"}
         card = _template(f"{name}.md").substitute(values, **parts)
     except (KeyError, ValueError) as error:
         raise CardError(f"model-card template for '{name}' has an unknown or malformed placeholder: {error}") from None

@@ -1,6 +1,10 @@
 # Copyright 2026 The TokenOCR for Transformers authors.
 # Licensed under the MIT License.
-"""Read an original TokenOCR checkpoint (InternVL-style `internvl_chat` folder) into TokenOCR classes."""
+"""
+Read an original TokenOCR checkpoint into TokenOCR classes: an InternVL-style `internvl_chat` folder (the ViT
+releases) here, or an R50 folder (`checkpoint.pth` or its two parts) through `original_r50.py`, chosen by what the
+folder holds.
+"""
 
 import json
 import os
@@ -11,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..constants import DTYPE_NAMES, ORIGINAL_MODEL_TYPE
+from ..constants import DTYPE_NAMES, ORIGINAL_MODEL_TYPE, ORIGINAL_R50_FILES
 from ..modeling import TokenOCRConfig, TokenOCRModel
 from ..processing import TokenOCRImageProcessor, TokenOCRProcessor
 from ..processing.settings_tokenocr import MAX_TILES, MIN_TILES
-from .tokenizer import convert_tokenizer
+from .tokenizer import convert_tokenizer, tokenizer_folder
 from .weights import CheckpointError, WeightFile, find_weight_files, first_line, iter_file_tensors
 
 
@@ -213,27 +217,63 @@ def tokenocr_config_from_original(original: dict, shapes: dict[str, tuple[int, .
 # --------------------------------------------------------------------------------------------- the folder
 
 
+def is_original_r50_folder(folder: Path) -> bool:
+    """
+    Whether `folder` holds an original R50 checkpoint: `checkpoint.pth` or `checkpoint_part*.pth`, and no
+    `config.json` of an `internvl_chat` (ViT) checkpoint.
+    """
+    if not any((folder / name).is_file() for name in ORIGINAL_R50_FILES):
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return True
+    return not (isinstance(config, dict) and config.get("model_type") == ORIGINAL_MODEL_TYPE)
+
+
 class OriginalCheckpoint:
     """
     An original checkpoint folder: its config and where each tensor lives. Tensors are only read when asked for,
     unused ones never; pickled `.bin` files are read with `torch.load(weights_only=True)`; every weight file must
     lie inside the folder.
+
+    `OriginalCheckpoint(path)` looks at what the folder holds: a `config.json` of an `internvl_chat` checkpoint (the
+    ViT releases) gives this class, `checkpoint.pth` or its two parts (the R50 release) an `OriginalR50Checkpoint`.
+    `tokenizer` (a folder holding `tokenizer.model`, or a hub repo id) replaces the folder's own tokenizer.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    file_class = WeightFile  # how a weight file is opened
+
+    def __new__(cls, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None):
+        if cls is OriginalCheckpoint and Path(path).is_dir() and is_original_r50_folder(Path(path)):
+            from .original_r50 import OriginalR50Checkpoint
+
+            cls = OriginalR50Checkpoint
+        return super().__new__(cls)
+
+    def __init__(self, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise CheckpointError(f"checkpoint folder '{self.path}' does not exist")
         self.config = read_original_config(self.path)
         self._weights = find_weight_files(self.path)
+        self.tokenizer_path = tokenizer_folder(tokenizer) if tokenizer is not None else self.path
 
     @cached_property
     def weight_map(self) -> dict[str, Path]:
         """Original tensor name -> the weight file that holds it."""
         if isinstance(self._weights, dict):
             return self._weights
-        with WeightFile(self._weights) as weights:
+        with self.file_class(self._weights) as weights:
             return {key: self._weights for key in weights.keys()}
+
+    def rename_key(self, key: str) -> list[str] | None:
+        """TokenOCR names for an original tensor name (see the module's `rename_key`)."""
+        return rename_key(key)
+
+    def original_name(self, name: str) -> str:
+        """The original name of a TokenOCR tensor name (see the module's `original_name`)."""
+        return original_name(name)
 
     def kept_keys(self) -> list[str]:
         """Original names of the tensors TokenOCR keeps (everything but known unused parts)."""
@@ -251,14 +291,14 @@ class OriginalCheckpoint:
         Yield `(original_name, tensor)` for the kept tensors in `read_order`, one weight file open at a time. Tensors
         from `.bin` files may be memory-mapped views: copy them to keep them past the next file.
         """
-        yield from iter_file_tensors(self.read_order())
+        yield from iter_file_tensors(self.read_order(), self.file_class)
 
     @cached_property
     def tensor_info(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """`(shape, dtype)` of each kept tensor, from file headers (safetensors) or memory maps (.bin)."""
         info = {}
         for file, names in self.read_order().items():
-            with WeightFile(file) as weights:
+            with self.file_class(file) as weights:
                 available = set(weights.keys())
                 for name in names:
                     if name not in available:
@@ -287,7 +327,7 @@ class OriginalCheckpoint:
     def processor(self) -> TokenOCRProcessor:
         """The processor for this checkpoint: its tiling and its tokenizer."""
         image_processor = TokenOCRImageProcessor(**processor_settings_from_original(self.config))
-        return TokenOCRProcessor(image_processor=image_processor, tokenizer=convert_tokenizer(self.path))
+        return TokenOCRProcessor(image_processor=image_processor, tokenizer=convert_tokenizer(self.tokenizer_path))
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -335,14 +375,14 @@ def plan_conversion(
     plan, produced = {}, set()
     for key in (key for names in checkpoint.read_order().values() for key in names):
         shape, stored = checkpoint.tensor_info[key]
-        names = rename_key(key)
+        names = checkpoint.rename_key(key)
         if names is None:
             raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
         shape = _check_tensor(key, names, shape, stored, expected)
         out_dtype = dtype if dtype is not None and stored.is_floating_point else stored
         plan[key] = [(name, shape, out_dtype) for name in names]
         produced.update(names)
-    missing = sorted({original_name(name) for name in set(expected) - produced})
+    missing = sorted({checkpoint.original_name(name) for name in set(expected) - produced})
     if missing:
         listed = ", ".join(f"'{name}'" for name in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -379,29 +419,45 @@ def resolve_dtype(dtype, checkpoint: OriginalCheckpoint) -> torch.dtype:
     return getattr(torch, name)
 
 
-def load_original(path: str | os.PathLike, dtype: torch.dtype | str | None = torch.float32):
+def load_original(
+    path: str | os.PathLike,
+    dtype: torch.dtype | str | None = torch.float32,
+    tokenizer: str | os.PathLike | None = None,
+):
     r"""
     Load an original TokenOCR checkpoint folder as `(TokenOCRModel, TokenOCRProcessor)`.
 
-    The folder is what the original release holds: `config.json` with `model_type: internvl_chat`, weights as one
-    `model.safetensors`, sharded safetensors or sharded `pytorch_model-*.bin` files with an index, and the
-    SentencePiece `tokenizer.model`. Tensors the similarity model never uses (`language_model.*` except the
-    token-embedding table, `mlp1.*`) are not read.
+    The folder is what an original release holds, either
+    - a ViT release: `config.json` with `model_type: internvl_chat`, weights as one `model.safetensors`, sharded
+      safetensors or sharded `pytorch_model-*.bin` files with an index, and the SentencePiece `tokenizer.model`.
+      Tensors the similarity model never uses (`language_model.*` except the token-embedding table, `mlp1.*`) are
+      not read; or
+    - the R50 release: `checkpoint.pth` (or the demo's `checkpoint_part1.pth` + `checkpoint_part2.pth`), each
+      `{"model": state_dict}`, with no config (depths and widths are read from the tensors), and a `tokenizer.model`
+      beside it or given as `tokenizer`. Its processor gives whole images, no tiles.
 
     Args:
         path: the checkpoint folder.
         dtype: `torch.float32` (default), `torch.bfloat16`, `torch.float16`, their names, or `"auto"`/`None` for
             the stored dtype.
+        tokenizer: where the tokenizer is, when not in `path` (the original R50 release keeps it elsewhere): a
+            folder holding `tokenizer.model` (and optionally `tokenizer_config.json`, `special_tokens_map.json`), the
+            `tokenizer.model` file itself, or a hub repo id.
 
     Returns:
         `(model, processor)`, the model in eval mode.
 
     Raises:
         CheckpointError (a `ValueError`): missing config or weights, wrong `model_type`, a missing, unexpected or
-            wrongly shaped tensor, a truncated weight file, a weight file outside the folder, a missing or
-            unreadable `tokenizer.model`.
+            wrongly shaped tensor, a truncated weight file, a weight file outside the folder, a pickle that would run
+            code, a missing part or a tensor in both parts of a split R50 checkpoint, a missing or unreadable
+            `tokenizer.model`.
     """
-    checkpoint = OriginalCheckpoint(path)
+    return load_checkpoint(OriginalCheckpoint(path, tokenizer=tokenizer), dtype)
+
+
+def load_checkpoint(checkpoint: OriginalCheckpoint, dtype: torch.dtype | str | None = torch.float32):
+    """`load_original` for an `OriginalCheckpoint` already opened: `(model in eval mode, processor)`."""
     config = checkpoint.tokenocr_config()
     dtype = resolve_dtype(dtype, checkpoint)
     state_dict = dict(convert_tensors(checkpoint, plan_conversion(checkpoint, config, dtype)))

@@ -4,9 +4,56 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
-from .weights import CheckpointError
+from ..constants import HUB_ID_PATTERN
+from .weights import CheckpointError, first_line
+
+
+# What a tokenizer folder holds: the SentencePiece model (required) and the original's settings (optional).
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def tokenizer_folder(source: str | os.PathLike) -> Path:
+    """
+    The folder holding the `tokenizer.model` named by `source`: a folder, the `tokenizer.model` file itself, or a hub
+    repo id (its `tokenizer.model` and, when there, `tokenizer_config.json` and `special_tokens_map.json` are
+    downloaded, or taken from the local cache when offline).
+
+    Raises:
+        CheckpointError: `source` is none of these, or the hub repo cannot be reached or has no `tokenizer.model`.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        if path.name != "tokenizer.model":
+            raise CheckpointError(f"tokenizer '{source}' is a file other than tokenizer.model")
+        return path.parent
+    if not re.fullmatch(HUB_ID_PATTERN, str(source)):
+        raise CheckpointError(f"tokenizer '{source}' is neither a folder, a tokenizer.model file nor a hub repo id")
+    return _download_tokenizer(str(source))
+
+
+def _download_tokenizer(repo_id: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    folder = None
+    for name in TOKENIZER_FILES:
+        try:
+            folder = Path(hf_hub_download(repo_id, name)).parent
+        except (EntryNotFoundError, LocalEntryNotFoundError) as error:
+            if name == "tokenizer.model":
+                offline = isinstance(error, LocalEntryNotFoundError)
+                reason = "no such file"
+                if offline:
+                    reason = "the hub cannot be reached (offline?) and it is not in the local cache"
+                raise CheckpointError(f"cannot get tokenizer.model of tokenizer repo '{repo_id}': {reason}") from None
+        except Exception as error:  # noqa: BLE001 - unknown repo, network and permission errors
+            raise CheckpointError(f"cannot get {name} of tokenizer repo '{repo_id}': {first_line(error)}") from None
+    return folder
 
 
 def convert_tokenizer(path: str | os.PathLike):
@@ -109,4 +156,4 @@ def _add_tokens_after_the_vocabulary(tokenizer, added: dict, vocabulary_size: in
             )
 
 
-__all__ = ["convert_tokenizer"]
+__all__ = ["convert_tokenizer", "tokenizer_folder"]

@@ -3,6 +3,7 @@
 """Reading an original checkpoint's weight files: safetensors or pickled `.bin`, lazily, never outside its folder."""
 
 import json
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,11 +96,18 @@ class WeightFile:
 
 def _load_pickled(file: Path):
     try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            return torch.load(file, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
             raise
-        return torch.load(file, map_location="cpu", weights_only=True)  # the legacy (non-zip) format cannot be mapped
+        raise CheckpointError(
+            f"weight file '{file.name}' holds objects other than tensors, which would run code when loaded; refused"
+        ) from error
 
 
 def containment_root(folder: Path) -> Path:
@@ -157,10 +165,13 @@ def find_weight_files(folder: Path) -> dict[str, Path] | Path:
     )
 
 
-def iter_file_tensors(files: dict[Path, list[str]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield `(name, tensor)` for the names listed per file, one file open at a time, in the given order."""
+def iter_file_tensors(files: dict[Path, list[str]], file_class=WeightFile) -> Iterator[tuple[str, torch.Tensor]]:
+    """
+    Yield `(name, tensor)` for the names listed per file, one file open at a time, in the given order; files are opened
+    with `file_class` (a `WeightFile`).
+    """
     for file, names in files.items():
-        with WeightFile(file) as weights:
+        with file_class(file) as weights:
             available = set(weights.keys())
             for name in names:
                 if name not in available:

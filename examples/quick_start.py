@@ -2,8 +2,9 @@
 
     python examples/quick_start.py CHECKPOINT IMAGE QUERY
 
-CHECKPOINT is an original TokenOCR checkpoint folder (config `internvl_chat`, weights, tokenizer.model). Prints,
-for each query token, its best cosine similarity and where on the image that location lies.
+CHECKPOINT is an original TokenOCR checkpoint folder (config `internvl_chat`, weights, tokenizer.model; or the R50
+release's checkpoint.pth with a tokenizer.model). Prints, for each query token, its best cosine similarity and where
+on the image that location lies.
 """
 
 import argparse
@@ -24,7 +25,8 @@ def main(argv=None):
     inputs = processor(images=args.image, text=args.query, return_tensors="pt")
     with torch.no_grad():
         outputs = model(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"])
-    maps = processor.post_process_similarity(outputs.similarity, inputs["grid_cols_rows"], inputs["num_tiles"])[0][0]
+    maps = processor.post_process_similarity(outputs.similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
+                                             inputs.get("map_sizes"))[0][0]  # map_sizes: whole images (R50)
     height, width = inputs["image_sizes"][0].tolist()
     tokens = processor.query_tokens(inputs["input_ids"][0])
     print(f"grid {inputs['grid_cols_rows'][0].tolist()} (cols, rows); similarity maps {tuple(maps.shape[1:])}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import InternVLVisionModel, PreTrainedModel
+from transformers import InternVLVisionModel, PreTrainedModel, ResNetModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
@@ -18,6 +18,10 @@ from .configuration_tokenocr import TokenOCRConfig
 class TokenOCROutput(ModelOutput):
     r"""
     Output of [`TokenOCRModel.forward`].
+
+    For a ResNet tower (the R50 variant) each "tile" is a whole image: `num_tiles` is the number of images and
+    `num_locations` the largest `h * w` among them; an image's own locations come first (row-major on its `h x w`
+    map) and the rest are padding (zero features, similarity 0).
 
     Args:
         similarity (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`):
@@ -38,30 +42,38 @@ class TokenOCROutput(ModelOutput):
 
 
 class TokenOCRUpsampler(nn.Module):
-    """Two stride-2 transposed convolutions, each followed by BatchNorm: 4x the spatial resolution."""
+    """
+    Two stride-2 transposed convolutions, each followed by BatchNorm: 4x the spatial resolution, from the vision width
+    through `upsampler_hidden_size` to `upsampler_output_size` channels.
+    """
 
     def __init__(self, config: TokenOCRConfig):
         super().__init__()
-        width = config.vision_config.hidden_size
-        middle = config.upsampler_hidden_size
+        width, middle, out = config.vision_width, config.upsampler_hidden_size, config.upsampler_output_size
         self.conv_transpose_1 = nn.ConvTranspose2d(width, middle, kernel_size=4, stride=2, padding=1, bias=False)
         self.batch_norm_1 = nn.BatchNorm2d(middle, eps=config.batch_norm_eps)
-        self.conv_transpose_2 = nn.ConvTranspose2d(middle, width, kernel_size=4, stride=2, padding=1, bias=False)
-        self.batch_norm_2 = nn.BatchNorm2d(width, eps=config.batch_norm_eps)
+        self.conv_transpose_2 = nn.ConvTranspose2d(middle, out, kernel_size=4, stride=2, padding=1, bias=False)
+        self.batch_norm_2 = nn.BatchNorm2d(out, eps=config.batch_norm_eps)
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """`(batch, width, height, width_px)` -> `(batch, width, 4 * height, 4 * width_px)`."""
+        """`(batch, vision_width, height, width)` -> `(batch, upsampler_output_size, 4 * height, 4 * width)`."""
         feature_map = self.batch_norm_1(self.conv_transpose_1(feature_map))
         return self.batch_norm_2(self.conv_transpose_2(feature_map))
 
 
 class TokenOCRProjector(nn.Module):
-    """LayerNorm -> Linear -> exact GELU -> Linear, from the vision width into the token-embedding space."""
+    """
+    [LayerNorm ->] Linear -> exact GELU -> Linear, from the upsampler's output width into the token-embedding space
+    (the R50 release has no LayerNorm: `config.projector_layer_norm`).
+    """
 
     def __init__(self, config: TokenOCRConfig):
         super().__init__()
-        width = config.vision_config.hidden_size
-        self.layer_norm = nn.LayerNorm(width, eps=config.projector_layer_norm_eps)
+        width = config.upsampler_output_size
+        if config.projector_layer_norm:
+            self.layer_norm = nn.LayerNorm(width, eps=config.projector_layer_norm_eps)
+        else:
+            self.layer_norm = nn.Identity()
         self.linear_1 = nn.Linear(width, config.hidden_size)
         self.act = ACT2FN["gelu"]
         self.linear_2 = nn.Linear(config.hidden_size, config.hidden_size)
@@ -77,8 +89,9 @@ class TokenOCRPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["InternVLVisionLayer"]
-    # Only what the tests exercise: eager and SDPA attention (tests/test_modeling.py::test_sdpa_equals_eager).
+    _no_split_modules = ["InternVLVisionLayer", "ResNetBottleNeckLayer", "ResNetBasicLayer"]
+    # Only what the tests exercise: eager and SDPA attention (tests/test_modeling.py::test_sdpa_equals_eager). A ResNet
+    # tower has no attention; the setting does not concern it.
     _supports_sdpa = True
 
     def _init_weights(self, module):
@@ -94,19 +107,32 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
     cosine similarity between a query token's embedding and each location of a document image says where the token
     is written.
 
-    The vision tower is transformers' `InternVLVisionModel`; its hidden state at `config.vision_feature_layer`
-    (class token dropped) is upsampled 4x and projected to `config.hidden_size`.
+    The vision tower is transformers' `InternVLVisionModel` (the ViT releases: its hidden state at
+    `config.vision_feature_layer`, class token dropped, for each tile) or `ResNetModel` (the R50 release: its last
+    stage, stride 32, for each whole image), as `config.vision_config` says; the result is upsampled 4x and projected
+    to `config.hidden_size`.
     """
 
     def __init__(self, config: TokenOCRConfig):
         super().__init__(config)
-        self.vision_tower = InternVLVisionModel(config.vision_config)
+        if config.is_internvit:
+            self.vision_tower = InternVLVisionModel(config.vision_config)
+        else:
+            # A ResNet has no attention: whichever implementation was asked for (SDPA, eager) does not concern it.
+            config.vision_config._attn_implementation_internal = None
+            self.vision_tower = ResNetModel(config.vision_config)
         self.upsampler = TokenOCRUpsampler(config)
         self.projector = TokenOCRProjector(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.logit_bias = nn.Parameter(torch.tensor(config.logit_bias_init_value))
         self.post_init()
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
+        """As transformers' own; with a ResNet tower (no attention), the tower itself stays as it is."""
+        if not self.config.is_internvit and isinstance(attn_implementation, str):
+            attn_implementation = {"": attn_implementation, "vision_config": "eager"}
+        return super().set_attn_implementation(attn_implementation, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
@@ -139,20 +165,51 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         grid_h, grid_w = pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
         return hidden_states.transpose(1, 2).reshape(num_tiles, width, grid_h, grid_w)
 
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+    def _whole_image_locations(self, pixel_values: torch.FloatTensor, pixel_sizes=None):
+        """
+        ResNet tower: yield `(indices, locations)` per group of equally sized images, `locations` of shape
+        `(len(indices), h * w, upsampler_output_size)` (row-major on each image's `h x w` map). Each image runs at
+        its own size, cropped out of its padding: padding never reaches the tower, so it cannot change a result.
+        """
+        sizes = _image_sizes_in_batch(pixel_values, pixel_sizes)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(size, []).append(index)
+        dtype = self.vision_tower.embedder.embedder.convolution.weight.dtype
+        for (height, width), indices in groups.items():
+            pixels = pixel_values if len(indices) == len(sizes) else pixel_values[indices]
+            pixels = pixels[:, :, :height, :width].to(dtype)
+            feature_map = self.upsampler(self.vision_tower(pixels).last_hidden_state)
+            yield indices, feature_map.flatten(2).transpose(1, 2)
+
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, pixel_sizes: torch.LongTensor | None = None
+    ) -> torch.FloatTensor:
         r"""
         Per-location image features, the original `forward_tokenocr` values.
 
         Args:
-            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
-                Normalised tiles, as [`TokenOCRImageProcessor`] makes them.
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, height, width)`):
+                As [`TokenOCRImageProcessor`] makes them: normalised tiles (`height = width = tile_size`) for an
+                InternViT tower; for a ResNet tower, whole images, zero-padded at the bottom and right to a common
+                size when they differ.
+            pixel_sizes (`torch.LongTensor` of shape `(num_tiles, 2)`, *optional*):
+                ResNet tower only: each image's own `(height, width)` inside `pixel_values` (the processor's
+                `pixel_sizes`); default, every image fills `pixel_values`.
 
         Returns:
-            `torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`: one feature per location of
-            the 4x upsampled patch grid, row-major (`num_locations = (4 * tile_size / patch_size) ** 2`).
+            `torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`: one feature per location of the
+            4x upsampled grid, row-major. InternViT: `num_locations = (4 * tile_size / patch_size) ** 2`. ResNet: image
+            `i` has an `h_i x w_i` map, `h_i = 4 * ceil(height_i / 32)` (likewise `w_i`; the processor's `map_sizes`),
+            in locations `[0, h_i * w_i)`; `num_locations = max_i(h_i * w_i)` and locations past an image's own are
+            zero.
         """
-        feature_map = self.upsampler(self._patch_grid(pixel_values))
-        return self.projector(feature_map.flatten(2).transpose(1, 2))
+        if self.config.is_internvit:
+            feature_map = self.upsampler(self._patch_grid(pixel_values))
+            return self.projector(feature_map.flatten(2).transpose(1, 2))
+        parts = [(indices, self.projector(locations)) for indices, locations in
+                 self._whole_image_locations(pixel_values, pixel_sizes)]
+        return _gather_images(parts, len(pixel_values), dim=0)
 
     def get_text_features(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
         r"""
@@ -173,6 +230,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
         locations_per_chunk: int = 2048,
+        pixel_sizes: torch.LongTensor | None = None,
     ) -> torch.FloatTensor:
         r"""
         Cosine similarity between query tokens and every location of every tile, computed without holding the
@@ -181,33 +239,48 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         `forward(...).similarity` up to float rounding.
 
         Args:
-            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
-                Normalised tiles.
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, height, width)`):
+                Normalised tiles, or whole images for a ResNet tower (see [`~TokenOCRModel.get_image_features`]).
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)` or `(sequence_length,)`):
                 Query token ids.
             attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 0 at padded query positions, whose similarity is set to 0.
             locations_per_chunk (`int`, *optional*, defaults to 2048):
                 Locations projected and scored at once; bounds the working memory.
+            pixel_sizes (`torch.LongTensor` of shape `(num_tiles, 2)`, *optional*):
+                ResNet tower only: each image's own `(height, width)` inside `pixel_values`.
 
         Returns:
-            `torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`.
+            `torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`; for a ResNet tower
+            the locations past an image's own `h * w` are 0.
         """
         if locations_per_chunk < 1:
             raise ValueError(f"locations_per_chunk must be at least 1, got {locations_per_chunk}.")
         input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
-        grid = self._patch_grid(pixel_values)
         text = _unit_vectors(self.get_text_features(input_ids))
-        similarity = None
-        for tile in range(grid.shape[0]):
-            locations = self.upsampler(grid[tile : tile + 1]).flatten(2)[0].transpose(0, 1)  # (locations, width)
-            if similarity is None:
-                similarity = locations.new_empty((*input_ids.shape, grid.shape[0], locations.shape[0]))
-                text = text.to(locations.device, locations.dtype)
-            for start in range(0, locations.shape[0], locations_per_chunk):
-                features = _unit_vectors(self.projector(locations[start : start + locations_per_chunk]))
-                similarity[:, :, tile, start : start + features.shape[0]] = text @ features.T
+        if self.config.is_internvit:  # the upsampler one tile at a time: its output is the largest tensor here
+            grid = self._patch_grid(pixel_values)
+            similarity = torch.cat([
+                self._score_locations(text, self.upsampler(grid[tile : tile + 1]).flatten(2).transpose(1, 2),
+                                      locations_per_chunk)
+                for tile in range(grid.shape[0])
+            ], dim=2)
+        else:
+            parts = [(indices, self._score_locations(text, locations, locations_per_chunk)) for indices, locations in
+                     self._whole_image_locations(pixel_values, pixel_sizes)]
+            similarity = _gather_images(parts, len(pixel_values), dim=2)
         return _mask_padding(similarity, attention_mask, 0.0)
+
+    def _score_locations(self, text: torch.Tensor, locations: torch.Tensor, per_chunk: int) -> torch.Tensor:
+        """Unit `text` `(batch, tokens, D)` against `locations` `(tiles, L, width)`, projected `per_chunk` at a time."""
+        similarity = None
+        for start in range(0, locations.shape[1], per_chunk):
+            features = _unit_vectors(self.projector(locations[:, start : start + per_chunk]))
+            chunk = torch.einsum("btd,nld->btnl", text.to(features.device, features.dtype), features)
+            if similarity is None:
+                similarity = chunk.new_empty((*chunk.shape[:3], locations.shape[1]))
+            similarity[..., start : start + chunk.shape[-1]] = chunk
+        return similarity
 
     def forward(
         self,
@@ -219,11 +292,14 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         grid_cols_rows: torch.LongTensor | None = None,
         num_tiles: torch.LongTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
+        pixel_sizes: torch.LongTensor | None = None,
+        map_sizes: torch.LongTensor | None = None,
     ) -> TokenOCROutput | tuple:
         r"""
         Args:
-            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
-                Normalised tiles. Not needed when `image_embeds` is given.
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, height, width)`):
+                Normalised tiles, or whole images for a ResNet tower (see [`~TokenOCRModel.get_image_features`]). Not
+                needed when `image_embeds` is given.
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
                 Query token ids.
             attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -232,7 +308,9 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
                 Features from an earlier `get_image_features` call, to score new queries without running the
                 vision tower again.
-            grid_cols_rows, num_tiles, image_sizes (*optional*):
+            pixel_sizes (`torch.LongTensor` of shape `(num_tiles, 2)`, *optional*):
+                ResNet tower only: each image's own `(height, width)` inside the padded `pixel_values`.
+            grid_cols_rows, num_tiles, image_sizes, map_sizes (*optional*):
                 The processor's per-image bookkeeping, accepted so that `model(**processor(...))` works; stitching
                 the tiles back needs them (`TokenOCRProcessor.post_process_similarity`), the model does not.
 
@@ -246,7 +324,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("TokenOCRModel.forward needs pixel_values or image_embeds.")
-            image_embeds = self.get_image_features(pixel_values)
+            image_embeds = self.get_image_features(pixel_values, pixel_sizes)
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
         text_embeds = self.get_text_features(input_ids)
@@ -268,6 +346,42 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
 def _unit_vectors(vectors: torch.Tensor) -> torch.Tensor:
     """`vectors / ||vectors||` along the last dimension; an all-zero vector stays zero instead of becoming NaN."""
     return torch.nn.functional.normalize(vectors, dim=-1, eps=torch.finfo(vectors.dtype).tiny)
+
+
+def _image_sizes_in_batch(pixel_values: torch.Tensor, pixel_sizes) -> list[tuple[int, int]]:
+    """Each image's `(height, width)` inside `pixel_values` `(images, channels, H, W)`, checked; default `(H, W)`."""
+    if pixel_values.dim() != 4:
+        raise ValueError(
+            f"pixel_values must have shape (num_images, channels, height, width), got {tuple(pixel_values.shape)}."
+        )
+    height, width = pixel_values.shape[-2:]
+    if pixel_sizes is None:
+        return [(height, width)] * len(pixel_values)
+    sizes = [tuple(int(side) for side in size) for size in (pixel_sizes.tolist() if hasattr(pixel_sizes, "tolist")
+                                                              else pixel_sizes)]
+    if len(sizes) != len(pixel_values) or any(len(size) != 2 for size in sizes):
+        raise ValueError(f"pixel_sizes must hold one (height, width) per image ({len(pixel_values)}), got {sizes}.")
+    for h, w in sizes:
+        if not (1 <= h <= height and 1 <= w <= width):
+            raise ValueError(f"pixel_sizes has ({h}, {w}), which does not fit in pixel_values of {height}x{width}.")
+    return sizes
+
+
+def _gather_images(parts: list, num_images: int, dim: int) -> torch.Tensor:
+    """
+    Put per-group results `(indices, values)` (`values` holding `len(indices)` images along `dim` and their
+    locations along `dim + 1`) back in image order, each image's locations first and zeros after them.
+    """
+    if len(parts) == 1 and parts[0][0] == list(range(num_images)):
+        return parts[0][1]  # one size for all: nothing to pad
+    first = parts[0][1]
+    locations = max(values.shape[dim + 1] for _, values in parts)
+    shape = (*first.shape[:dim], num_images, locations, *first.shape[dim + 2 :])
+    gathered = first.new_zeros(shape)
+    for indices, values in parts:
+        target = gathered.narrow(dim + 1, 0, values.shape[dim + 1])
+        target.index_copy_(dim, torch.tensor(indices, device=values.device), values)
+    return gathered
 
 
 def _mask_padding(scores: torch.Tensor, attention_mask: torch.Tensor | None, fill: float) -> torch.Tensor:

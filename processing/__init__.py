@@ -28,6 +28,7 @@ _EXPORTS = {
     "prepare_query": "processing_tokenocr",
     "relevance_score": "pipeline_tokenocr",
     "stitch_tiles": "processing_tokenocr",
+    "whole_image_map": "processing_tokenocr",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -35,4 +36,4 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from .image_processing_tokenocr import TokenOCRImageProcessor
     from .pipeline_tokenocr import TokenSimilarityPipeline, mask_to_boxes, relevance_score
-    from .processing_tokenocr import TokenOCRProcessor, prepare_query, stitch_tiles
+    from .processing_tokenocr import TokenOCRProcessor, prepare_query, stitch_tiles, whole_image_map

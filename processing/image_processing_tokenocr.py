@@ -1,22 +1,29 @@
 # Copyright 2026 The TokenOCR for Transformers authors.
 # Licensed under the MIT License.
-"""Image processor for TokenOCR: the original dynamic tiling, with each image's tile grid reported; image and PDF loading."""
+"""
+Image processor for TokenOCR: the original dynamic tiling, with each image's tile grid reported, or whole images for
+the ResNet variant (R50); image and PDF loading.
+"""
 
 import io
+import math
 import os
 from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     GotOcr2ImageProcessorKwargs,
     GotOcr2ImageProcessorPil,
     get_optimal_tiled_canvas,
 )
 
-from .settings_tokenocr import DEFAULT_PDF_DPI, MAX_TILES, MIN_TILES, check_tiles, parse_pages
+from .settings_tokenocr import (
+    DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, MAX_TILES, MIN_TILES, RESNET_STRIDE, UPSAMPLING, check_max_side, check_tiles,
+    parse_pages,
+)
 
 
 # PIL modes holding more than 8 bits per sample; PIL's own convert("RGB") clips them to 255.
@@ -214,6 +221,42 @@ def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI)
         document.close()
 
 
+def whole_image_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """The `(height, width)` an image is given to the model at without tiling: its own, scaled down to `max_side`."""
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def whole_image_map_size(height: int, width: int) -> tuple[int, int]:
+    """The `(h, w)` feature (and similarity) map of a whole image of `height x width` pixels in a ResNet tower."""
+    return UPSAMPLING * math.ceil(height / RESNET_STRIDE), UPSAMPLING * math.ceil(width / RESNET_STRIDE)
+
+
+def pad_images(images: list):
+    r"""
+    Stack images of different sizes into one batch, each at the top left, zero-padded at the bottom and right.
+
+    Args:
+        images (`list` of `np.ndarray` or `torch.Tensor` of shape `(channels, height_i, width_i)`): normalised images.
+
+    Returns:
+        `(batch, sizes)`: `batch` of shape `(len(images), channels, max height_i, max width_i)` (numpy or torch, as
+        the inputs), `sizes` each image's `(height_i, width_i)`. The model crops every image out of its padding
+        before running it, so padding never changes a result.
+    """
+    sizes = [tuple(int(side) for side in image.shape[-2:]) for image in images]
+    shape = (len(images), images[0].shape[0], max(h for h, _ in sizes), max(w for _, w in sizes))
+    if isinstance(images[0], np.ndarray):
+        batch = np.zeros(shape, dtype=images[0].dtype)
+    else:
+        batch = images[0].new_zeros(shape)
+    for index, (image, (height, width)) in enumerate(zip(images, sizes)):
+        batch[index, :, :height, :width] = image
+    return batch, sizes
+
+
 class TokenOCRImageProcessorKwargs(GotOcr2ImageProcessorKwargs, total=False):
     r"""
     min_tiles (`int`, *optional*, defaults to `self.min_tiles`):
@@ -224,12 +267,18 @@ class TokenOCRImageProcessorKwargs(GotOcr2ImageProcessorKwargs, total=False):
         Whether to append a thumbnail of the whole image when it has more than one tile.
     apply_exif_orientation (`bool`, *optional*, defaults to `self.apply_exif_orientation`):
         Whether to turn files and PIL images upright according to their EXIF orientation.
+    do_tiling (`bool`, *optional*, defaults to `self.do_tiling`):
+        Whether to cut images into tiles (InternViT variants) or give them whole (ResNet variant, R50).
+    max_side (`int`, *optional*, defaults to `self.max_side`):
+        Without tiling: longest side an image is given at; larger images are scaled down to it. None: no bound.
     """
 
     min_tiles: int
     max_tiles: int
     use_thumbnail: bool
     apply_exif_orientation: bool
+    do_tiling: bool
+    max_side: int | None
 
 
 class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
@@ -244,6 +293,12 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
     `convert("RGB")` as the original, 16-bit images rescaled, EXIF orientation applied) and each image's grid
     reported, which stitching the tiles back needs.
 
+    With `do_tiling=False` (the ResNet variant, R50) there are no tiles: each image is given whole, at its own size
+    (scaled down only when its longer side exceeds `max_side`, PIL bicubic), with the same image loading and ImageNet
+    normalisation. Images of different sizes are zero-padded at the bottom and right to a common size
+    ([`pad_images`]), and each image's own size is reported (`pixel_sizes`) so that the model crops it out of its
+    padding: padding never changes a result. Each image counts as one tile on a 1 x 1 grid.
+
     Args:
         size (`dict[str, int]` or `int`, *optional*, defaults to `{"height": 448, "width": 448}`): tile size.
         min_tiles (`int`, *optional*, defaults to 1): fewest tiles per image.
@@ -251,6 +306,12 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         use_thumbnail (`bool`, *optional*, defaults to `True`): append a thumbnail when an image has several tiles.
         apply_exif_orientation (`bool`, *optional*, defaults to `True`): apply files' and PIL images' EXIF
             orientation; `False` reproduces the original, which ignores it.
+        do_tiling (`bool`, *optional*, defaults to `True`): cut images into tiles (InternViT variants); `False` gives
+            each image whole (ResNet variant, R50), and `size`, `min_tiles`, `max_tiles` and `use_thumbnail` do not
+            apply.
+        max_side (`int`, *optional*, defaults to 2048): without tiling, the longest side an image is given at;
+            larger images are scaled down to it (aspect ratio kept), which bounds time and memory on very large
+            pages. `None` gives every image at its own size, as the original does.
         resample, image_mean, image_std: as in transformers' image processors (bicubic, ImageNet mean and std).
     """
 
@@ -266,6 +327,8 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
     max_tiles = MAX_TILES
     use_thumbnail = True
     apply_exif_orientation = True
+    do_tiling = True
+    max_side = DEFAULT_MAX_SIDE
 
     def __init__(self, size: dict[str, int] | int | None = None, **kwargs):
         # Configs saved by older versions may carry the base class's private bookkeeping (`_valid_kwargs_names`,
@@ -277,6 +340,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
             raise ValueError(f"size must be a positive int or {{'height': H, 'width': W}}, got {size!r}.")
         super().__init__(**({"size": size} if size is not None else {}), **kwargs)
         check_tiles(self.min_tiles, self.max_tiles)
+        check_max_side(self.max_side)
 
     def get_grid(self, height: int, width: int, min_tiles: int | None = None, max_tiles: int | None = None):
         """The `(cols, rows)` tile grid chosen for an image of `height x width` pixels."""
@@ -293,15 +357,20 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
 
         Args:
             images: a path, URL, PIL image, numpy array or torch tensor, or a list of them (sizes may differ).
-            min_tiles, max_tiles, use_thumbnail, apply_exif_orientation: override the processor's settings.
+            min_tiles, max_tiles, use_thumbnail, apply_exif_orientation, do_tiling, max_side: override the
+                processor's settings.
             return_tensors (`str`, *optional*): `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
 
         Returns:
             [`BatchFeature`] with
             - `pixel_values` `(total_tiles, 3, tile_height, tile_width)`: the tiles of every image, in order;
-            - `grid_cols_rows` `(num_images, 2)`: each image's grid as (columns, rows);
-            - `num_tiles` `(num_images,)`: tiles per image, thumbnail included;
-            - `image_sizes` `(num_images, 2)`: each input image's (height, width) in pixels.
+              without tiling `(num_images, 3, max height, max width)`, each image zero-padded at the bottom and right;
+            - `grid_cols_rows` `(num_images, 2)`: each image's grid as (columns, rows); `(1, 1)` without tiling;
+            - `num_tiles` `(num_images,)`: tiles per image, thumbnail included; 1 without tiling;
+            - `image_sizes` `(num_images, 2)`: each input image's (height, width) in pixels;
+            - without tiling only: `pixel_sizes` `(num_images, 2)`, each image's (height, width) inside
+              `pixel_values` (its own, or scaled down to `max_side`), and `map_sizes` `(num_images, 2)`, the (h, w) of
+              its feature and similarity map, `4 * ceil(side / 32)` per side.
         """
         if images is None or (isinstance(images, (list, tuple)) and len(images) == 0):
             raise ValueError("No image was given.")
@@ -309,10 +378,15 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         upright = kwargs.pop("apply_exif_orientation", self.apply_exif_orientation)
         images = [to_rgb_image(image, index, upright) for index, image in enumerate(images)]
         check_tiles(kwargs.get("min_tiles", self.min_tiles), kwargs.get("max_tiles", self.max_tiles))
+        check_max_side(kwargs.get("max_side", self.max_side))
         return super().preprocess(images, **kwargs)
 
     def _preprocess(self, images, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std,
-                    return_tensors, min_tiles, max_tiles, use_thumbnail, **kwargs) -> BatchFeature:
+                    return_tensors, min_tiles, max_tiles, use_thumbnail, do_tiling=True, max_side=DEFAULT_MAX_SIDE,
+                    **kwargs) -> BatchFeature:
+        if not do_tiling:
+            return self._preprocess_whole(images, max_side, resample, do_rescale, rescale_factor, do_normalize,
+                                          image_mean, image_std, return_tensors)
         pixel_values, grids, num_tiles, image_sizes = [], [], [], []
         for image in images:  # (channels, height, width) uint8
             height, width = image.shape[-2:]
@@ -331,5 +405,31 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
 
+    def _preprocess_whole(self, images, max_side, resample, do_rescale, rescale_factor, do_normalize, image_mean,
+                          image_std, return_tensors) -> BatchFeature:
+        """No tiling: each image whole (scaled down to `max_side` if larger), normalised, the batch padded."""
+        processed, image_sizes = [], []
+        for image in images:  # (channels, height, width) uint8
+            height, width = image.shape[-2:]
+            target = whole_image_size(height, width, max_side)
+            if target != (height, width):
+                image = self.resize(image, SizeDict(height=target[0], width=target[1]), resample=resample)
+            image = self.rescale(image, rescale_factor) if do_rescale else image
+            processed.append(self.normalize(image, image_mean, image_std) if do_normalize else image)
+            image_sizes.append((height, width))
+        pixel_values, pixel_sizes = pad_images([image.astype(np.float32, copy=False) for image in processed])
+        data = {
+            "pixel_values": pixel_values,
+            "grid_cols_rows": np.ones((len(images), 2), dtype=np.int64),
+            "num_tiles": np.ones(len(images), dtype=np.int64),
+            "image_sizes": np.asarray(image_sizes, dtype=np.int64),
+            "pixel_sizes": np.asarray(pixel_sizes, dtype=np.int64),
+            "map_sizes": np.asarray([whole_image_map_size(*size) for size in pixel_sizes], dtype=np.int64),
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
 
-__all__ = ["TokenOCRImageProcessor", "load_pdf_pages", "pdf_page_numbers", "to_rgb_image"]
+
+__all__ = [
+    "TokenOCRImageProcessor", "load_pdf_pages", "pad_images", "pdf_page_numbers", "to_rgb_image", "whole_image_map_size",
+    "whole_image_size",
+]

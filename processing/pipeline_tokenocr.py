@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from transformers.pipelines.base import ChunkPipeline
 
-from .image_processing_tokenocr import is_pdf, load_pdf_pages, to_rgb_image
-from .processing_tokenocr import stitch_tiles
+from .image_processing_tokenocr import is_pdf, load_pdf_pages, pad_images, to_rgb_image
+from .processing_tokenocr import stitch_tiles, whole_image_map
 from .settings_tokenocr import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PDF_DPI,
@@ -154,6 +154,10 @@ class TokenSimilarityPipeline(ChunkPipeline):
     `batch_size` (tiles per vision-tower forward, default 4; tiles of consecutive images share a forward). The vision
     tower runs once per tile whatever the number of queries, thumbnails are not computed, and the projector and the
     scoring run over chunks of locations, so no `(tiles, locations, hidden_size)` feature tensor is ever held.
+
+    With a whole-image processor (`do_tiling=False`, the ResNet variant R50) each image is one chunk at its own size:
+    `similarity` is `(h, w)`, 4x the ResNet's stride-32 grid, `max_tiles`/`min_tiles` do not apply, and `batch_size`
+    counts images; images of a batch run together when they have the same size and one by one otherwise.
     """
 
     _load_processor = True
@@ -224,6 +228,9 @@ class TokenSimilarityPipeline(ChunkPipeline):
         rgb = image if page is not None else to_rgb_image(image)
         limits = {name: value for name, value in (("min_tiles", min_tiles), ("max_tiles", max_tiles)) if value}
         tiles = self.processor.image_processor(rgb, use_thumbnail=False, return_tensors="pt", **limits)
+        if "map_sizes" in tiles:  # whole-image processor (ResNet variant): the image is its only chunk
+            yield _whole_image_chunk(tiles, rgb, page)
+            return
         cols, rows = tiles["grid_cols_rows"][0].tolist()
         pixel_values = tiles["pixel_values"]
         for index in range(len(pixel_values)):
@@ -240,6 +247,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
     def _forward(self, model_inputs, input_ids=None, attention_mask=None):
         if input_ids is None:
             raise ValueError("TokenSimilarityPipeline needs queries: pipe(image, 'text to find').")
+        if "whole_image" in model_inputs:
+            return self._forward_whole_images(model_inputs, input_ids, attention_mask)
         similarity = self.model.get_similarity(
             model_inputs["pixel_values"], input_ids.to(self.device), attention_mask.to(self.device), LOCATIONS_PER_CHUNK
         )  # (queries, tokens, tiles, locations)
@@ -251,10 +260,26 @@ class TokenSimilarityPipeline(ChunkPipeline):
             "page": model_inputs["page"],
         }
 
+    def _forward_whole_images(self, model_inputs, input_ids, attention_mask) -> dict:
+        """`_forward` for whole-image chunks (ResNet variant): one image, or a batch of them, each at its own size."""
+        entries = model_inputs["whole_image"]  # [image], or one such list per chunk when chunks are batched
+        images = [image for entry in entries for image in (entry if isinstance(entry, list) else [entry])]
+        pixel_values, pixel_sizes = pad_images(images)
+        similarity = self.model.get_similarity(
+            pixel_values.to(self.device), input_ids.to(self.device), attention_mask.to(self.device),
+            LOCATIONS_PER_CHUNK, pixel_sizes=pixel_sizes,
+        )  # (queries, tokens, images, locations), each image's own locations first
+        outputs = {"similarity": similarity.permute(2, 0, 1, 3).float().cpu()}  # (images, queries, tokens, locations)
+        outputs.update({key: model_inputs[key] for key in ("is_last", "image", "grid", "map_size", "page")})
+        return outputs
+
     def postprocess(self, model_outputs, query_ids=None, threshold=DEFAULT_THRESHOLD, return_visuals=True):
         image, grid, page = model_outputs[-1]["image"], model_outputs[-1]["grid"], model_outputs[-1]["page"]
         similarity = torch.cat([output["similarity"] for output in model_outputs])  # (tiles, queries, tokens, L)
-        maps = stitch_tiles(similarity.permute(1, 2, 0, 3), grid)  # (queries, tokens, H, W)
+        if model_outputs[-1].get("map_size") is not None:  # one whole image (ResNet variant)
+            maps = whole_image_map(similarity[0], model_outputs[-1]["map_size"])  # (queries, tokens, h, w)
+        else:
+            maps = stitch_tiles(similarity.permute(1, 2, 0, 3), grid)  # (queries, tokens, H, W)
         shown = visual_image(image) if return_visuals else None
         results = []
         for query_index, ids in enumerate(query_ids):
@@ -276,6 +301,25 @@ class TokenSimilarityPipeline(ChunkPipeline):
                 tokens.append(token)
             results.append(tokens)
         return results
+
+
+# ----------------------------------------------------------------- whole images (the ResNet variant, R50)
+
+
+def _whole_image_chunk(processed, rgb, page) -> dict:
+    """
+    The one chunk of a whole image. Its pixels travel in a list, which the pipeline's batching gathers into a list
+    (images of different sizes cannot be concatenated); `_forward_whole_images` pads them and the model crops each
+    back, so batching never changes a result.
+    """
+    return {
+        "whole_image": [processed["pixel_values"][0]],  # (3, height, width)
+        "is_last": True,
+        "image": rgb,
+        "grid": None,
+        "map_size": tuple(processed["map_sizes"][0].tolist()),
+        "page": page,
+    }
 
 
 def _expand_pdfs(images: Iterable, pages, dpi) -> Iterator:

@@ -35,13 +35,32 @@ def stitch_tiles(tile_maps: torch.Tensor, grid_cols_rows) -> torch.Tensor:
     return grid.reshape(*leading, rows * side, cols * side)
 
 
+def whole_image_map(image_maps: torch.Tensor, map_size) -> torch.Tensor:
+    r"""
+    The map of one whole image (no tiles, the ResNet variant): stitching is the identity, the image's own locations
+    (the first `h * w`, row-major) reshaped onto its map; later locations are batch padding and are left out.
+
+    Args:
+        image_maps (`torch.Tensor` of shape `(..., 1, num_locations)` or `(..., num_locations)`): the image's maps.
+        map_size (`(int, int)`): the image's map `(h, w)`, the processor's `map_sizes` entry.
+
+    Returns:
+        `torch.Tensor` of shape `(..., h, w)`.
+    """
+    height, width = (int(v) for v in map_size)
+    if image_maps.shape[-1] < height * width:
+        raise ValueError(f"A {height}x{width} map needs {height * width} locations, got {image_maps.shape[-1]}.")
+    return image_maps[..., : height * width].reshape(*image_maps.shape[:-1], height, width)
+
+
 class TokenOCRProcessor(ProcessorMixin):
     r"""
     Wraps a [`TokenOCRImageProcessor`] and a fast InternLM2 tokenizer (SentencePiece BPE with byte fallback).
 
     - `processor(text=query)` gives the query ids the original feeds its embedding table: the query rule of
       [`prepare_query`], tokenised without BOS.
-    - `processor(images=...)` tiles images and reports each image's grid, tile count and size.
+    - `processor(images=...)` tiles images and reports each image's grid, tile count and size (or, for the ResNet
+      variant, gives them whole with their sizes and map sizes: [`TokenOCRImageProcessor`]'s `do_tiling=False`).
     - [`~TokenOCRProcessor.post_process_similarity`] stitches per-tile similarities into one map per query token.
 
     Args:
@@ -62,7 +81,8 @@ class TokenOCRProcessor(ProcessorMixin):
 
         Returns:
             [`BatchEncoding`] with `input_ids` and `attention_mask` when `text` is given, and `pixel_values`,
-            `grid_cols_rows`, `num_tiles`, `image_sizes` when `images` is given.
+            `grid_cols_rows`, `num_tiles`, `image_sizes` (plus `pixel_sizes` and `map_sizes` without tiling) when
+            `images` is given.
         """
         if images is None and text is None:
             raise ValueError("TokenOCRProcessor needs images, text or both.")
@@ -94,9 +114,10 @@ class TokenOCRProcessor(ProcessorMixin):
             input_ids = input_ids.tolist()
         return [self.tokenizer.decode([int(token_id)]) for token_id in input_ids]
 
-    def post_process_similarity(self, similarity, grid_cols_rows, num_tiles=None) -> list[torch.Tensor]:
+    def post_process_similarity(self, similarity, grid_cols_rows, num_tiles=None, map_sizes=None) -> list[torch.Tensor]:
         r"""
-        Stitch per-tile similarities onto each image's grid (thumbnails left out).
+        Stitch per-tile similarities onto each image's grid (thumbnails left out); for whole images (the ResNet
+        variant, `map_sizes` given) stitching is the identity and each image's padding is cropped away.
 
         Args:
             similarity (`torch.Tensor` of shape `(..., total_tiles, num_locations)`):
@@ -104,13 +125,17 @@ class TokenOCRProcessor(ProcessorMixin):
             grid_cols_rows (`(num_images, 2)`): each image's grid as (columns, rows), from the processor.
             num_tiles (`(num_images,)`, *optional*): tiles per image, from the processor; may be left out for a
                 single image.
+            map_sizes (`(num_images, 2)`, *optional*): without tiling, each image's map `(h, w)`, from the processor
+                (`map_sizes`); required then.
 
         Returns:
             `list[torch.Tensor]`: per image, a tensor of shape `(..., rows * side, cols * side)` with one map per
-            query token, `side = sqrt(num_locations)`.
+            query token, `side = sqrt(num_locations)`; with `map_sizes`, of shape `(..., h, w)`.
         """
         grids = np.asarray(grid_cols_rows.tolist() if hasattr(grid_cols_rows, "tolist") else grid_cols_rows)
         grids = grids.reshape(-1, 2)
+        if map_sizes is not None:
+            return self._whole_image_maps(similarity, grids, num_tiles, map_sizes)
         if num_tiles is None:
             if len(grids) != 1:
                 raise ValueError("num_tiles is needed to split the tiles of several images.")
@@ -126,5 +151,19 @@ class TokenOCRProcessor(ProcessorMixin):
             start += count
         return maps
 
+    @staticmethod
+    def _whole_image_maps(similarity, grids, num_tiles, map_sizes) -> list[torch.Tensor]:
+        """`post_process_similarity` without tiling: one tile per image, its padding cropped away."""
+        sizes = np.asarray(map_sizes.tolist() if hasattr(map_sizes, "tolist") else map_sizes).reshape(-1, 2)
+        counts = [1] * len(sizes) if num_tiles is None else [int(n) for n in np.asarray(
+            num_tiles.tolist() if hasattr(num_tiles, "tolist") else num_tiles).reshape(-1)]
+        if len(grids) != len(sizes) or counts != [1] * len(sizes) or similarity.shape[-2] != len(sizes):
+            raise ValueError(
+                f"map_sizes describe {len(sizes)} whole images (one tile each), but got {len(grids)} grids, tile "
+                f"counts {counts} and {similarity.shape[-2]} tiles in similarity."
+            )
+        return [whole_image_map(similarity[..., index, :], size) for index, size in enumerate(sizes)]
 
-__all__ = ["TokenOCRProcessor", "prepare_query", "stitch_tiles"]  # prepare_query: see settings_tokenocr
+
+# prepare_query: see settings_tokenocr
+__all__ = ["TokenOCRProcessor", "prepare_query", "stitch_tiles", "whole_image_map"]

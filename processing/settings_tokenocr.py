@@ -27,6 +27,15 @@ MAX_VISUAL_SIDE = 4096
 # Dynamic tiling limits of the original quick start.
 MIN_TILES, MAX_TILES = 1, 12
 
+# Without tiling (the ResNet variant, R50), each image goes whole through the model at its own size, except that an
+# image whose longer side exceeds this many pixels is first scaled down to it (aspect ratio kept), which bounds the
+# working resolution and memory for very large pages. None turns the bound off.
+DEFAULT_MAX_SIDE = 2048
+
+# A ResNet tower's last stage has one location per 32 x 32 pixels (ceil at the borders); the upsampler makes 4 x 4
+# locations of each: an image of H x W pixels gets a map of (4 * ceil(H / 32)) x (4 * ceil(W / 32)).
+RESNET_STRIDE, UPSAMPLING = 32, 4
+
 # Resolution PDF pages are rendered at, in dots per inch, unless the caller chooses.
 DEFAULT_PDF_DPI = 150
 
@@ -82,6 +91,12 @@ def check_tiles(min_tiles, max_tiles) -> None:
         raise ValueError(
             f"Need 1 <= min_tiles <= max_tiles (integers), got min_tiles={min_tiles!r}, max_tiles={max_tiles!r}."
         )
+
+
+def check_max_side(max_side) -> None:
+    """`max_side` is None or a positive integer (pixels)."""
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+        raise ValueError(f"max_side must be a positive integer (pixels) or None, got {max_side!r}.")
 
 
 def parse_pages(pages: str | None) -> list[tuple[int, int | None]] | None:

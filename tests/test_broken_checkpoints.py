@@ -17,6 +17,7 @@ from tokenocr.cli import convert_main
 from tokenocr.conversion import CheckpointError, load_original
 
 from fixture_cases import FIXTURES
+from r50_helpers import R50, read_state, rewrite_state, split_into_parts
 from safety import folder_digest
 
 
@@ -76,6 +77,31 @@ def _pickled_code(folder):
     torch.save(state, shard)
 
 
+def _r50_parts(remove=None, duplicate=None):
+    """The R50 checkpoint as the demo's two parts (checkpoint.pth removed), then a part removed or a key duplicated."""
+
+    def apply(folder):
+        (folder / "checkpoint.pth").unlink()
+        parts = split_into_parts(R50, folder.parent / "parts", duplicate=duplicate)
+        for part in parts.iterdir():
+            shutil.move(part, folder / part.name)
+        parts.rmdir()
+        if remove:
+            (folder / remove).unlink()
+
+    return apply
+
+
+def _r50_pickled_code(folder):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(folder.parent / "code-ran"), "w"))
+
+    state = read_state(folder)
+    state["t_prime"] = Payload()
+    torch.save({"model": state}, folder / "checkpoint.pth")
+
+
 # name: (source, breakage, what the message must say)
 BROKEN = {
     "missing config.json": (SEG, lambda f: (f / "config.json").unlink(), "no config.json"),
@@ -105,6 +131,24 @@ BROKEN = {
     "missing tokenizer.model": (SEG, lambda f: (f / "tokenizer.model").unlink(), "tokenizer.model"),
     "tokenizer.model not SentencePiece": (SEG, lambda f: (f / "tokenizer.model").write_bytes(b"\xff" * 50), "tokenizer.model"),
     "tokenizer_config not an object": (SEG, lambda f: (f / "tokenizer_config.json").write_text('"x"'), "tokenizer_config.json"),
+    "R50 missing part": (R50, _r50_parts(remove="checkpoint_part2.pth"), "part 'checkpoint_part2.pth' is missing"),
+    "R50 tensor in both parts": (R50, _r50_parts(duplicate="upsample.1.weight"),
+                                 "'upsample.1.weight' is in both 'checkpoint_part1.pth' and 'checkpoint_part2.pth'"),
+    "R50 whole and parts": (R50, lambda f: torch.save({"model": {}}, f / "checkpoint_part1.pth"), "keep one layout"),
+    "R50 pickle that would run code": (R50, _r50_pickled_code,
+                                       "'checkpoint.pth' holds objects other than tensors, which would run code"),
+    "R50 truncated": (R50, _truncate("checkpoint.pth", 100_000), "checkpoint.pth"),
+    "R50 not a {'model': ...} dict": (R50, lambda f: torch.save(read_state(f), f / "checkpoint.pth"),
+                                      "does not hold {'model': state_dict}"),
+    "R50 wrong shape": (R50, rewrite_state(lambda t: t.update({"ocr_mlp.2.weight": torch.zeros(64, 65)})),
+                        r"'ocr_mlp.2.weight' has shape \[64, 65\], expected \[64, 64\]"),
+    "R50 missing tensor": (R50, rewrite_state(lambda t: t.pop("backbone.body.layer3.0.bn2.running_var")),
+                           "missing tensor.*'backbone.body.layer3.0.bn2.running_var'"),
+    "R50 unexpected tensor": (R50, rewrite_state(lambda t: t.update({"backbone.body.fc.weight": torch.ones(2)})),
+                              "unexpected tensor 'backbone.body.fc.weight'"),
+    "R50 missing stage": (R50, rewrite_state(lambda s: {k: v for k, v in s.items() if ".layer4." not in k}),
+                          r"stages \[1, 2, 3\]"),
+    "R50 without a tokenizer": (R50, lambda f: (f / "tokenizer.model").unlink(), "--tokenizer"),
 }
 
 

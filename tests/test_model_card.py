@@ -117,18 +117,26 @@ def test_the_picture_is_the_converted_models_own_heatmaps(folder):
     assert other_difference > 3 * own_difference + 1, (own_difference, other_difference)
 
 
-def fake_config(width: int):
+def fake_config(width: int, tower: str = "vit"):
+    if tower == "resnet":
+        vision = SimpleNamespace(depths=[3, 4, 6, 3])
+        return SimpleNamespace(hidden_size=width, vocab_size=92553, vision_config=vision, is_internvit=False,
+                               vision_width=2048, upsampler_output_size=512)
     vision = SimpleNamespace(hidden_size=1024, num_hidden_layers=24)
-    return SimpleNamespace(hidden_size=width, vocab_size=92553, vision_config=vision)
+    return SimpleNamespace(hidden_size=width, vocab_size=92553, vision_config=vision, is_internvit=True)
 
 
-@pytest.mark.parametrize("width, released", [(4096, True), (2048, True), (640, False)])
-def test_every_template_renders_a_valid_card(tmp_path, width, released):
+FAKE_PROCESSOR = SimpleNamespace(image_processor=SimpleNamespace(size={"height": 448, "width": 448}, max_side=2048))
+
+
+@pytest.mark.parametrize("width, tower, released", [(4096, "vit", True), (2048, "vit", True), (640, "vit", False),
+                                                    (2048, "resnet", False)])
+def test_every_template_renders_a_valid_card(tmp_path, width, tower, released):
     for name in (model_card.EXAMPLE_PICTURE, model_card.EXAMPLE_PAGE):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"\x89PNG")
-    path = model_card.render_card(fake_config(width), torch.bfloat16, 448, tmp_path, "acme/TokenOCR-x", None, 1e-3,
-                                  space_id="acme/my-space")
+    path = model_card.render_card(fake_config(width, tower), torch.bfloat16, FAKE_PROCESSOR, tmp_path, "acme/TokenOCR-x",
+                                  None, 1e-3, space_id="acme/my-space")
     metadata = check_card(path)
     assert ("base_model" in metadata) == released
     if released:
@@ -155,5 +163,5 @@ def test_widget_metadata_is_the_hub_format():
 
 def test_a_card_needs_its_picture(tmp_path):
     with pytest.raises(model_card.CardError, match="token_heatmaps.png"):
-        model_card.render_card(fake_config(4096), torch.float32, 448, tmp_path, "acme/x", None, 0.0)
+        model_card.render_card(fake_config(4096), torch.float32, FAKE_PROCESSOR, tmp_path, "acme/x", None, 0.0)
     assert model_card.default_space_id("acme/TokenOCR") == "acme/TokenOCR-demo"

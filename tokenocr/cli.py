@@ -6,7 +6,7 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
                     [--top-k K]
     tokenocr demo [--model M ...] [--port P]      (the Gradio demo in demo/)
     tokenocr convert ...            (the same as tokenocr-convert)
-    tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] ...
+    tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] [--tokenizer ...] ...
 
 Parsing, `--help` and argument errors import neither torch nor transformers: heavy imports happen when the work
 starts (in `tokenocr.commands` and `tokenocr.conversion`). Every failure prints one line, `PROGRAM: error: ...`,
@@ -95,6 +95,9 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="demo Space the model card links to (default: OWNER/TokenOCR-demo, OWNER from --repo-id)")
     parser.add_argument("--thorough-verification", action="store_true",
                         help="verify on a 3x2-tile probe page instead of one tile (slower, also exercises tiling)")
+    parser.add_argument("--tokenizer", default=None, metavar="PATH_OR_REPO",
+                        help="folder with tokenizer.model (or the file itself, or a hub repo id) to use instead of the "
+                        "source's own; the original R50 release keeps its tokenizer outside the checkpoint folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +182,7 @@ def _run_convert(args) -> str:
     from .conversion.convert import convert
 
     destination = convert(args.input, args.output, args.dtype, args.max_shard_size, args.force, args.repo_id,
-                          args.thorough_verification, args.space_id)
+                          args.thorough_verification, args.space_id, args.tokenizer)
     return f"wrote {destination}"
 
 

@@ -10,5 +10,10 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # `model_type` of an original TokenOCR checkpoint's config.json (InternVL-style).
 ORIGINAL_MODEL_TYPE = "internvl_chat"
 
+# The weight files of the original R50 release (no config.json): one file, or the demo's two parts.
+ORIGINAL_R50_SINGLE_FILE = "checkpoint.pth"
+ORIGINAL_R50_PART_FILES = ("checkpoint_part1.pth", "checkpoint_part2.pth")
+ORIGINAL_R50_FILES = (ORIGINAL_R50_SINGLE_FILE, *ORIGINAL_R50_PART_FILES)
+
 # A hub repo id: `owner/name`.
 HUB_ID_PATTERN = r"[A-Za-z0-9][\w.-]*/[\w.-]+"

@@ -1,19 +1,21 @@
 """
 Loading a TokenOCR model for the command line and the demo, from whatever the user names: a converted folder, a
-hub repo id, or an original checkpoint folder. A folder's or repo's own Python files run only with
-`trust_remote_code=True`; otherwise the installed package's classes are used for `model_type: tokenocr`.
+hub repo id, or an original checkpoint folder (a ViT release's `internvl_chat` folder or the R50 release's
+`checkpoint.pth` / parts). A folder's or repo's own Python files run only with `trust_remote_code=True`; otherwise
+the installed package's classes are used for `model_type: tokenocr`.
 """
 
 import json
 import re
 from pathlib import Path
 
-from .constants import DTYPE_NAMES, HUB_ID_PATTERN, ORIGINAL_MODEL_TYPE
+from .constants import DTYPE_NAMES, HUB_ID_PATTERN, ORIGINAL_MODEL_TYPE, ORIGINAL_R50_FILES
 
 
 MODEL_HELP = (
     "a converted TokenOCR folder (made with `tokenocr-convert --input ORIGINAL --output DIR`), a hub repo id such as "
-    f"org/TokenOCR, or an original TokenOCR checkpoint folder (config.json with model_type {ORIGINAL_MODEL_TYPE})"
+    f"org/TokenOCR, or an original TokenOCR checkpoint folder (config.json with model_type {ORIGINAL_MODEL_TYPE}, or "
+    "the R50 release's checkpoint.pth or checkpoint_part1.pth + checkpoint_part2.pth with its tokenizer.model)"
 )
 
 
@@ -28,6 +30,14 @@ def model_type_of_folder(folder: Path) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return config.get("model_type") if isinstance(config, dict) else None
+
+
+def is_original_folder(folder: Path) -> bool:
+    """Whether `folder` is an original TokenOCR checkpoint: an `internvl_chat` config.json or R50 `.pth` files."""
+    model_type = model_type_of_folder(folder)
+    if model_type == ORIGINAL_MODEL_TYPE:
+        return True
+    return model_type is None and any((folder / name).is_file() for name in ORIGINAL_R50_FILES)
 
 
 def check_device(spec: str | None) -> str:
@@ -70,7 +80,7 @@ def load_pipeline(model: str, device: str | None = None, dtype: str | None = Non
     torch_dtype = getattr(torch, dtype) if dtype else None
     options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
     folder = Path(model).expanduser()
-    if folder.is_dir() and model_type_of_folder(folder) == ORIGINAL_MODEL_TYPE:
+    if folder.is_dir() and is_original_folder(folder):
         from .conversion import load_original
         from .processing import TokenSimilarityPipeline
 
