@@ -323,17 +323,26 @@ def make_probe_image(size: tuple[int, int], path: Path) -> None:
     Image.fromarray(page).save(path)
 
 
-def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path) -> tuple[Path, Path, list[int]]:
-    """The source's float32 features on the probe and embeddings of the probe query, saved for the check."""
+def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path) -> tuple[Path, list, Path, list[int]]:
+    """
+    The source's float32 features on the probe, written chunk by chunk as raw float32 `(tiles, locations, D)` (never
+    held whole), and the embeddings of the probe query's tokens. Returns the features file, its shape, the
+    embeddings file and the query ids.
+    """
     model, processor = load_checkpoint(checkpoint, dtype=torch.float32)
-    features_file, text_file = workdir / "reference.npy", workdir / "text_reference.npy"
+    features_file, text_file = workdir / "reference.f32", workdir / "text_reference.npy"
     query_ids = processor(text=PROBE_QUERY)["input_ids"]
-    with torch.no_grad():
-        np.save(features_file, model.get_image_features(processor(images=str(probe), return_tensors="pt")["pixel_values"]).numpy())
+    pixel_values = processor(images=str(probe), return_tensors="pt")["pixel_values"]
+    locations = [0] * len(pixel_values)
+    with torch.no_grad(), open(features_file, "wb") as file:
+        for index, _, features in model.iter_image_features(pixel_values):
+            file.write(features.numpy().tobytes())
+            locations[index] += features.shape[0]
         np.save(text_file, model.get_text_features(torch.tensor(query_ids)).numpy())
+    shape = [len(pixel_values), locations[0], model.config.hidden_size]
     del model
     gc.collect()
-    return features_file, text_file, query_ids
+    return features_file, shape, text_file, query_ids
 
 
 def verify(checkpoint: OriginalCheckpoint, folder: Path, size: tuple[int, int], dtype: torch.dtype) -> float:
@@ -348,10 +357,11 @@ def verify(checkpoint: OriginalCheckpoint, folder: Path, size: tuple[int, int], 
     try:
         probe = workdir / "probe.png"
         make_probe_image(size, probe)
-        features_file, text_file, query_ids = _source_reference(checkpoint, probe, workdir)
+        features_file, shape, text_file, query_ids = _source_reference(checkpoint, probe, workdir)
         example = [SAMPLE_PAGE, SAMPLE_QUERY, EXAMPLE_PICTURE, EXAMPLE_PAGE]  # the model card's picture, made there
         report = hub_check.run_as_hub_user(
-            "hub_check:verify_converted_folder", [folder, probe, features_file, text_file, PROBE_QUERY, *example],
+            "hub_check:verify_converted_folder",
+            [folder, probe, features_file, shape, text_file, PROBE_QUERY, *example],
             workdir, what="the converted folder does not load with transformers alone",
         )
     except hub_check.HubCheckError as error:

@@ -97,12 +97,13 @@ def exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def verify_converted_folder(folder: str, probe: str, reference_file: str, text_reference_file: str, query: str,
-                            *example) -> dict:
+def verify_converted_folder(folder: str, probe: str, reference_file: str, reference_shape: list, text_reference_file: str,
+                            query: str, *example) -> dict:
     """
     Load `folder` with transformers alone, in float32, and compare it with the source's outputs saved by the parent:
-    the features of the probe page's tiles (`reference_file`, `(tiles, locations, D)`, compared tile by tile and in
-    chunks of locations, so neither side is held whole) and the embeddings of the probe query's tokens. With
+    the features of the probe page's tiles (`reference_file`, raw float32 of `reference_shape` `(tiles, locations,
+    D)`, compared chunk by chunk as `iter_image_features` gives them, so neither side is held whole) and the
+    embeddings of the probe query's tokens. With
     `example` (`sample_page, sample_query, picture_name, page_name`), also draw the model card's picture with the
     loaded model (`make_example_picture`).
     """
@@ -118,19 +119,22 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, text_r
     if not tokenizer.is_fast or not type(tokenizer).__module__.startswith("transformers."):
         raise TypeError(f"the tokenizer is {type(tokenizer).__module__}.{type(tokenizer).__name__}, not a fast one")
     pixel_values = processor(images=probe, return_tensors="pt")["pixel_values"]
-    reference = np.load(reference_file, mmap_mode="r")
+    reference = np.memmap(reference_file, dtype=np.float32, mode="r", shape=tuple(reference_shape))
     if reference.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"the probe gives {pixel_values.shape[0]} tiles, the source {reference.shape[0]}")
     difference = scale = 0.0
-    for tile in range(pixel_values.shape[0]):
-        with torch.no_grad():
-            features = model.get_image_features(pixel_values[tile : tile + 1])[0]
-        if tuple(features.shape) != reference.shape[1:]:
-            raise ValueError(f"features of shape {tuple(features.shape)}, expected {reference.shape[1:]}")
-        for start in range(0, features.shape[0], 2048):
-            expected = torch.from_numpy(np.array(reference[tile, start : start + 2048]))
-            difference = max(difference, float((features[start : start + 2048] - expected).abs().max()))
+    seen = [0] * len(pixel_values)
+    with torch.no_grad():
+        for index, start, features in model.iter_image_features(pixel_values):
+            expected = torch.from_numpy(np.array(reference[index, start : start + features.shape[0]]))
+            if expected.shape != features.shape:
+                raise ValueError(f"features of shape {tuple(features.shape)} at tile {index}, location {start}; "
+                                 f"the source has {tuple(expected.shape)}")
+            difference = max(difference, float((features - expected).abs().max()))
             scale = max(scale, float(expected.abs().max()))
+            seen[index] += features.shape[0]
+    if seen != [reference.shape[1]] * len(seen):
+        raise ValueError(f"the converted model gives {seen} locations per tile, the source {reference.shape[1]}")
     query_ids = processor(text=query)["input_ids"]
     prepare_query = importlib.import_module(type(processor).__module__).prepare_query
     with torch.no_grad():

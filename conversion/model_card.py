@@ -29,7 +29,7 @@ RELEASED_SOURCES = {
     "TokenOCR-2048-Bilingual-seg": "TongkunGuan/TokenFD_2048_Bilingual_seg",
 }
 
-SAMPLE_PAGE = CARDS_DIR / "sample_page.png"  # a synthetic two-tile invoice (demo/make_examples.py draws it)
+SAMPLE_PAGE = CARDS_DIR / "sample_page.png"  # a synthetic one-tile invoice (demo/make_examples.py draws it)
 SAMPLE_QUERY = "Invoice total"
 # Paths inside the converted folder.
 EXAMPLE_PAGE = "examples/sample_page.png"

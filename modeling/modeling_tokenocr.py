@@ -254,33 +254,51 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             `torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`; for a ResNet tower
             the locations past an image's own `h * w` are 0.
         """
-        if locations_per_chunk < 1:
-            raise ValueError(f"locations_per_chunk must be at least 1, got {locations_per_chunk}.")
         input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
         text = _unit_vectors(self.get_text_features(input_ids))
-        if self.config.is_internvit:  # the upsampler one tile at a time: its output is the largest tensor here
-            grid = self._patch_grid(pixel_values)
-            similarity = torch.cat([
-                self._score_locations(text, self.upsampler(grid[tile : tile + 1]).flatten(2).transpose(1, 2),
-                                      locations_per_chunk)
-                for tile in range(grid.shape[0])
-            ], dim=2)
-        else:
-            parts = [(indices, self._score_locations(text, locations, locations_per_chunk)) for indices, locations in
-                     self._whole_image_locations(pixel_values, pixel_sizes)]
-            similarity = _gather_images(parts, len(pixel_values), dim=2)
+        rows: dict[int, list[torch.Tensor]] = {}
+        for index, _, features in self.iter_image_features(pixel_values, locations_per_chunk, pixel_sizes):
+            text = text.to(features.device, features.dtype)
+            rows.setdefault(index, []).append(text @ _unit_vectors(features).T)  # (batch, tokens, chunk)
+        parts = [(index, torch.cat(chunks, dim=-1)) for index, chunks in sorted(rows.items())]
+        similarity = parts[0][1].new_zeros((*input_ids.shape, len(parts), max(p.shape[-1] for _, p in parts)))
+        for index, scores in parts:
+            similarity[:, :, index, : scores.shape[-1]] = scores
         return _mask_padding(similarity, attention_mask, 0.0)
 
-    def _score_locations(self, text: torch.Tensor, locations: torch.Tensor, per_chunk: int) -> torch.Tensor:
-        """Unit `text` `(batch, tokens, D)` against `locations` `(tiles, L, width)`, projected `per_chunk` at a time."""
-        similarity = None
-        for start in range(0, locations.shape[1], per_chunk):
-            features = _unit_vectors(self.projector(locations[:, start : start + per_chunk]))
-            chunk = torch.einsum("btd,nld->btnl", text.to(features.device, features.dtype), features)
-            if similarity is None:
-                similarity = chunk.new_empty((*chunk.shape[:3], locations.shape[1]))
-            similarity[..., start : start + chunk.shape[-1]] = chunk
-        return similarity
+    def iter_image_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        locations_per_chunk: int = 2048,
+        pixel_sizes: torch.LongTensor | None = None,
+    ):
+        r"""
+        The values of [`~TokenOCRModel.get_image_features`] a chunk at a time, so that they are never held whole:
+        the upsampler runs one tile (ViT) or one group of equally sized images (ResNet) at a time, the projector
+        over `locations_per_chunk` locations.
+
+        Args:
+            pixel_values, pixel_sizes: as for [`~TokenOCRModel.get_image_features`].
+            locations_per_chunk (`int`, *optional*, defaults to 2048): locations per yielded chunk.
+
+        Yields:
+            `(index, start, features)`: the tile's (or image's) index in `pixel_values`, the first location of the
+            chunk, and `features` of shape `(chunk, hidden_size)` for locations `[start, start + chunk)` of that
+            tile's (or image's own) row-major map.
+        """
+        if locations_per_chunk < 1:
+            raise ValueError(f"locations_per_chunk must be at least 1, got {locations_per_chunk}.")
+        if self.config.is_internvit:
+            grid = self._patch_grid(pixel_values)
+            groups = (
+                ((tile,), self.upsampler(grid[tile : tile + 1]).flatten(2).transpose(1, 2)) for tile in range(len(grid))
+            )
+        else:
+            groups = self._whole_image_locations(pixel_values, pixel_sizes)
+        for indices, locations in groups:  # locations: (len(indices), L, width)
+            for position, index in enumerate(indices):
+                for start in range(0, locations.shape[1], locations_per_chunk):
+                    yield index, start, self.projector(locations[position, start : start + locations_per_chunk])
 
     def forward(
         self,
