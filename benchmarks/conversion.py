@@ -8,7 +8,8 @@ reworked), in this one run.
 
 For each converter: the wall time of the whole conversion (verification is nearly all of it), the peak resident
 memory of the converting process and of its largest child process, each divided by the bytes of the model in
-float32 (what verification must hold at least once).
+float32 (what verification must hold at least once), as they are and above an import-only baseline (a process
+that imports torch, transformers and the Auto classes and loads nothing: the runtime every process pays).
 
 The baseline runs from `git archive` of the given revision, laid out as its package; its verification child that
 computes the source's features imports the installed `tokenocr` (it drops PYTHONPATH), which reads checkpoints the
@@ -111,6 +112,21 @@ def baseline_package(revision: str, folder: Path) -> Path:
     return folder / "package"
 
 
+_IMPORT_ONLY = """
+import re
+import torch
+from transformers import AutoConfig, AutoModel, AutoProcessor, AutoTokenizer
+from tokenocr.conversion import load_original
+with open("/proc/self/status") as status:
+    print(int(re.search(r"VmHWM:\\s+(\\d+)", status.read()).group(1)))
+"""
+
+
+def import_baseline_kb(workdir: Path) -> int:
+    result = subprocess.run([sys.executable, "-c", _IMPORT_ONLY], capture_output=True, text=True, cwd=workdir, check=True)
+    return int(result.stdout.strip().splitlines()[-1])
+
+
 def measure(import_line: str, arguments: list[str], workdir: Path, python_path: Path | None = None) -> dict:
     env = None
     if python_path is not None:
@@ -137,16 +153,19 @@ def main():
         source.mkdir()
         parameters = released_width_checkpoint(source, args.vocab)
         model_bytes = 4 * parameters
+        baseline_kb = import_baseline_kb(work)
         runs = {"today": measure(CURRENT, ["--input", str(source), "--output", str(work / "today")], work)}
         if not args.skip_baseline:
             package = baseline_package(args.baseline, work / "baseline")
             runs["baseline"] = measure(BASELINE, ["--input", str(source), "--output", str(work / "old")], work, package)
     print(f"released widths, {parameters / 1e6:.0f}M parameters kept ({model_bytes / 2**30:.2f} GiB in float32), "
           "bfloat16 source, CPU")
+    print(f"import-only process: {baseline_kb / 2**20:5.2f} GiB peak RSS")
     for name, run in runs.items():
-        peak = max(run["self_kb"], run["children_kb"]) * 1024
+        peak = max(run["self_kb"], run["children_kb"])
         print(f"{name:>9}: {run['seconds']:7.1f} s; peak RSS converting process {run['self_kb'] / 2**20:5.2f} GiB, "
-              f"largest child {run['children_kb'] / 2**20:5.2f} GiB; peak / float32 model {peak / model_bytes:4.2f}")
+              f"largest child {run['children_kb'] / 2**20:5.2f} GiB; peak / float32 model "
+              f"{peak * 1024 / model_bytes:4.2f}, above the import-only process {(peak - baseline_kb) * 1024 / model_bytes:4.2f}")
     if "baseline" in runs:
         print(f"time today / baseline ({args.baseline}): {runs['today']['seconds'] / runs['baseline']['seconds']:.2f}")
 

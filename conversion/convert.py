@@ -296,17 +296,22 @@ def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
 # ------------------------------------------------------------------------------------------ verification
 
 
-def probe_size(processor, thorough: bool = False) -> tuple[int, int]:
+def make_probe(processor, thorough: bool, path: Path) -> Path:
     """
-    `(height, width)` of the verification's probe page: one tile (every weight of the model takes part), or with
-    `thorough` a 3x2-tile page (7 tiles with the thumbnail), which also exercises tiling; for a whole-image processor
-    (R50) a page whose sides are not multiples of the ResNet's stride.
+    The verification's probe page. For a tiling processor, the model card's sample page itself (every weight of the
+    model takes part, and the card's picture then needs no vision pass of its own), or with `thorough` a 3x2-tile
+    page (7 tiles with the thumbnail) that also exercises tiling; for a whole-image processor (R50), a page whose
+    sides are not multiples of the ResNet's stride. Returns the probe's path.
     """
     image_processor = processor.image_processor
+    if image_processor.do_tiling and not thorough:
+        return SAMPLE_PAGE
     if not image_processor.do_tiling:
-        return R50_THOROUGH_PROBE_SIZE if thorough else R50_PROBE_SIZE
-    tile_size = image_processor.size["height"]
-    return (2 * tile_size, 3 * tile_size) if thorough else (tile_size, tile_size)
+        size = R50_THOROUGH_PROBE_SIZE if thorough else R50_PROBE_SIZE
+    else:
+        size = (2 * image_processor.size["height"], 3 * image_processor.size["width"])
+    make_probe_image(size, path)
+    return path
 
 
 def make_probe_image(size: tuple[int, int], path: Path) -> None:
@@ -345,7 +350,7 @@ def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path
     return features_file, shape, text_file, query_ids
 
 
-def verify(checkpoint: OriginalCheckpoint, folder: Path, size: tuple[int, int], dtype: torch.dtype) -> float:
+def verify(checkpoint: OriginalCheckpoint, folder: Path, processor, dtype: torch.dtype, thorough: bool) -> float:
     """
     Load `folder` with transformers alone in a fresh process and compare its features and token embeddings with the
     source's (computed here first, then released, so that only one model is in memory at a time). Returns the
@@ -355,8 +360,7 @@ def verify(checkpoint: OriginalCheckpoint, folder: Path, size: tuple[int, int], 
     workdir = folder / ".verification"
     workdir.mkdir()
     try:
-        probe = workdir / "probe.png"
-        make_probe_image(size, probe)
+        probe = make_probe(processor, thorough, workdir / "probe.png")
         features_file, shape, text_file, query_ids = _source_reference(checkpoint, probe, workdir)
         example = [SAMPLE_PAGE, SAMPLE_QUERY, EXAMPLE_PICTURE, EXAMPLE_PAGE]  # the model card's picture, made there
         report = hub_check.run_as_hub_user(
@@ -428,7 +432,7 @@ def convert(
     with building_folder(destination, PROGRAM) as building:
         total = write_weights(checkpoint, plan, building, shard_bytes)
         write_configs(config, target_dtype, processor, building)
-        difference = verify(checkpoint, building, probe_size(processor, thorough_verification), target_dtype)
+        difference = verify(checkpoint, building, processor, target_dtype, thorough_verification)
         render_card(config, target_dtype, processor, building, repo_id, hub_id, difference, space_id)
         move_into_place(building, destination)
     print(f"{PROGRAM}: wrote {destination} ({total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights)",

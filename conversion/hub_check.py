@@ -118,10 +118,14 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, refere
         raise TypeError(f"the folder loads as {type(model).__module__}.{type(model).__name__}, not its remote code")
     if not tokenizer.is_fast or not type(tokenizer).__module__.startswith("transformers."):
         raise TypeError(f"the tokenizer is {type(tokenizer).__module__}.{type(tokenizer).__name__}, not a fast one")
-    pixel_values = processor(images=probe, return_tensors="pt")["pixel_values"]
+    inputs = processor(images=probe, return_tensors="pt")
+    pixel_values = inputs["pixel_values"]
     reference = np.memmap(reference_file, dtype=np.float32, mode="r", shape=tuple(reference_shape))
     if reference.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"the probe gives {pixel_values.shape[0]} tiles, the source {reference.shape[0]}")
+    # When the probe is the card's sample page, its picture is scored from these same features (no second pass).
+    scored = _SampleScores(model, processor, example[1], pixel_values.shape[0], reference.shape[1]) \
+        if example and Path(probe) == Path(example[0]) else None
     difference = scale = 0.0
     seen = [0] * len(pixel_values)
     with torch.no_grad():
@@ -133,6 +137,8 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, refere
             difference = max(difference, float((features - expected).abs().max()))
             scale = max(scale, float(expected.abs().max()))
             seen[index] += features.shape[0]
+            if scored is not None:
+                scored.add(index, start, features)
     if seen != [reference.shape[1]] * len(seen):
         raise ValueError(f"the converted model gives {seen} locations per tile, the source {reference.shape[1]}")
     query_ids = processor(text=query)["input_ids"]
@@ -141,7 +147,8 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, refere
         text = model.get_text_features(torch.tensor(query_ids))
     text_difference = float((text - torch.from_numpy(np.load(text_reference_file))).abs().max())
     if example:
-        make_example_picture(folder, model, processor, *example)
+        maps = scored.maps(inputs) if scored is not None else None
+        make_example_picture(folder, model, processor, *example, maps=maps)
     return {
         "difference": difference,
         "scale": scale,
@@ -151,12 +158,37 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, refere
     }
 
 
+class _SampleScores:
+    """The sample query's similarity on the probe, gathered chunk by chunk from the features being verified."""
+
+    def __init__(self, model, processor, query: str, tiles: int, locations: int):
+        import torch
+
+        self.query_ids = processor(text=query, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            text = model.get_text_features(self.query_ids)[0]
+        self.text = torch.nn.functional.normalize(text, dim=-1)
+        self.processor = processor
+        self.similarity = torch.zeros(1, text.shape[0], tiles, locations)
+
+    def add(self, index: int, start: int, features) -> None:
+        import torch
+
+        unit = torch.nn.functional.normalize(features, dim=-1)
+        self.similarity[0, :, index, start : start + features.shape[0]] = self.text @ unit.T
+
+    def maps(self, inputs):
+        """`(tokens, H, W)` stitched maps of the sample query on the probe page."""
+        return self.processor.post_process_similarity(self.similarity, inputs["grid_cols_rows"], inputs["num_tiles"])[0][0]
+
+
 def make_example_picture(folder: str, model, processor, sample_page: str, query: str, picture_name: str,
-                         page_name: str) -> None:
+                         page_name: str, maps=None) -> None:
     """
     The model card's picture: the per-token heatmap strip of `query` on `sample_page`, drawn with the folder's own
-    code (`visualization_tokenocr.query_strip`) by the loaded model, saved as `folder/picture_name` beside a copy of
-    the page (`folder/page_name`).
+    code (`visualization_tokenocr.query_strip`) by the loaded model (or from `maps`, the query's stitched maps on
+    the page when they were already scored), saved as `folder/picture_name` beside a copy of the page
+    (`folder/page_name`).
     """
     import shutil
 
@@ -166,14 +198,15 @@ def make_example_picture(folder: str, model, processor, sample_page: str, query:
 
     query_strip = get_class_from_dynamic_module("visualization_tokenocr.query_strip", folder)
     page = Image.open(sample_page).convert("RGB")
-    tiles = processor(images=page, use_thumbnail=False, return_tensors="pt")
-    whole_image = "map_sizes" in tiles  # the ResNet variant's processor: the page whole, no tiles
     query_ids = processor(text=query, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        similarity = model.get_similarity(tiles["pixel_values"], query_ids,
-                                          **({"pixel_sizes": tiles["pixel_sizes"]} if whole_image else {}))
-    maps = processor.post_process_similarity(similarity, tiles["grid_cols_rows"], tiles["num_tiles"],
-                                             **({"map_sizes": tiles["map_sizes"]} if whole_image else {}))[0][0]
+    if maps is None:
+        tiles = processor(images=page, use_thumbnail=False, return_tensors="pt")
+        whole_image = "map_sizes" in tiles  # the ResNet variant's processor: the page whole, no tiles
+        with torch.no_grad():
+            similarity = model.get_similarity(tiles["pixel_values"], query_ids,
+                                              **({"pixel_sizes": tiles["pixel_sizes"]} if whole_image else {}))
+        maps = processor.post_process_similarity(similarity, tiles["grid_cols_rows"], tiles["num_tiles"],
+                                                 **({"map_sizes": tiles["map_sizes"]} if whole_image else {}))[0][0]
     tokens = [{"token": token, "score": float(token_map.max()), "similarity": token_map.float().numpy()}
               for token, token_map in zip(processor.query_tokens(query_ids[0]), maps)]
     relevance = sum(token["score"] for token in tokens) / len(tokens)

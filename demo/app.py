@@ -51,8 +51,8 @@ HUB_MODELS = ("org/TokenOCR-4096-English-seg", "org/TokenOCR-2048-Bilingual-seg"
 MODEL_ENV = "TOKENOCR_DEMO_MODEL"
 
 EXAMPLES_DIR = DEMO_DIR / "examples"
-DEFAULT_THRESHOLD = 0.2  # the original's mask threshold on the cosine similarity
-PDF_DPI = 150
+DEFAULT_THRESHOLD = 0.2  # settings_tokenocr.DEFAULT_THRESHOLD (a copy: a Space has no package; a test keeps them equal)
+PDF_DPI = 150  # settings_tokenocr.DEFAULT_PDF_DPI (a copy, kept equal by a test)
 MAX_PAGE_PIXELS = 40_000_000
 MAX_QUERY_CHARACTERS = 300
 TILES_PER_BATCH = 2

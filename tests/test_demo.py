@@ -228,3 +228,12 @@ def test_space_metadata():
     for package in ("torch", "transformers", "pypdfium2"):
         assert package in requirements
     assert "tokenocr" not in [line.split(">")[0].strip() for line in requirements.splitlines()]
+
+
+def test_the_app_shares_the_packages_defaults():
+    """demo/app.py must also run where `tokenocr` is not installed (a Space), so it keeps its own copies of these."""
+    from tokenocr.demo import app
+    from tokenocr.processing import settings_tokenocr as settings
+
+    assert app.DEFAULT_THRESHOLD == settings.DEFAULT_THRESHOLD
+    assert app.PDF_DPI == settings.DEFAULT_PDF_DPI
