@@ -16,3 +16,9 @@ def folder_digest(folder: Path) -> dict:
         else:
             digest[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digest
+
+
+# How an interrupted command may end: our handler's exit status 130, or death by SIGINT, which CPython chooses at exit
+# when the KeyboardInterrupt went through C-level evaluation (e.g. during an import) before our handler caught it.
+# A shell reports both as 130.
+INTERRUPTED_STATUSES = (130, -2)
