@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..constants import DTYPE_NAMES, ORIGINAL_MODEL_TYPE, ORIGINAL_R50_FILES
+from ..constants import DTYPE_NAMES, ORIGINAL_FIXED_LOGIT_BIAS, ORIGINAL_MODEL_TYPE, ORIGINAL_R50_FILES
 from ..modeling import TokenOCRConfig, TokenOCRModel
 from ..processing import TokenOCRImageProcessor, TokenOCRProcessor
 from ..processing.settings_tokenocr import MAX_TILES, MIN_TILES
@@ -208,6 +208,7 @@ def tokenocr_config_from_original(original: dict, shapes: dict[str, tuple[int, .
             pad_token_id=2,
             upsampler_hidden_size=upsample_shape[1],
             vision_feature_layer=original.get("select_layer", -1),
+            fixed_logit_bias=ORIGINAL_FIXED_LOGIT_BIAS,
             architectures=["TokenOCRModel"],
         )
     except (ValueError, TypeError, ArithmeticError) as error:
@@ -445,7 +446,8 @@ def load_original(
             `tokenizer.model` file itself, or a hub repo id.
 
     Returns:
-        `(model, processor)`, the model in eval mode.
+        `(model, processor)`, the model in eval mode. Its `config.fixed_logit_bias` is -8.9375, the bias the released
+        models were trained with, so `logits` are calibrated; the checkpoint's untrained `b` stays in `logit_bias`.
 
     Raises:
         CheckpointError (a `ValueError`): missing config or weights, wrong `model_type`, a missing, unexpected or

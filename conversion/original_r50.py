@@ -15,7 +15,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from ..constants import ORIGINAL_R50_PART_FILES, ORIGINAL_R50_SINGLE_FILE
+from ..constants import ORIGINAL_FIXED_LOGIT_BIAS, ORIGINAL_R50_PART_FILES, ORIGINAL_R50_SINGLE_FILE
 from ..modeling import TokenOCRConfig
 from ..processing import TokenOCRImageProcessor, TokenOCRProcessor
 from .original import OriginalCheckpoint, _template_regex
@@ -217,6 +217,7 @@ class OriginalR50Checkpoint(OriginalCheckpoint):
                 upsampler_hidden_size=middle,
                 upsampler_output_size=output,
                 projector_layer_norm=False,
+                fixed_logit_bias=ORIGINAL_FIXED_LOGIT_BIAS,
                 architectures=["TokenOCRModel"],
             )
         except (ValueError, TypeError, ArithmeticError) as error:

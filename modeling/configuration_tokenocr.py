@@ -63,6 +63,11 @@ class TokenOCRConfig(PreTrainedConfig):
             Initial value of `logit_scale` (the original's `t_prime`, a log temperature).
         logit_bias_init_value (`float`, *optional*, defaults to -2.71):
             Initial value of `logit_bias` (the original's `b`).
+        fixed_logit_bias (`float`, *optional*):
+            Which bias `logits` and the sigmoid (SigLIP-style) training loss use. `None` (default): the learned
+            `logit_bias` parameter. A number: that constant, and `logit_bias` is then neither used nor trained. The
+            released TokenOCR models were trained with the constant -8.9375 (their stored `b`, -2.71, was never
+            trained), so `load_original` and `tokenocr-convert` set -8.9375 for original checkpoints.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of linear and embedding weights.
 
@@ -94,6 +99,7 @@ class TokenOCRConfig(PreTrainedConfig):
     batch_norm_eps: float = 1e-5
     logit_scale_init_value: float = math.log(10)
     logit_bias_init_value: float = -2.71
+    fixed_logit_bias: float | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -183,6 +189,13 @@ class TokenOCRConfig(PreTrainedConfig):
                 f"TokenOCRConfig.vision_feature_layer={self.vision_feature_layer}: a ResNet tower feeds the upsampler "
                 f"from its last stage (-1)."
             )
+
+    @property
+    def feature_side(self) -> int:
+        """InternViT: the side of one tile's feature map, 4x its patch grid (the upsampler doubles it twice)."""
+        if not self.is_internvit:
+            raise ValueError("A ResNet tower has no fixed feature grid: its map size follows each image's size.")
+        return 4 * (self.vision_config.image_size[0] // self.vision_config.patch_size[0])
 
     @property
     def num_vision_layers_used(self) -> int:

@@ -28,7 +28,9 @@ class TokenOCROutput(ModelOutput):
             Cosine similarity between every query token embedding and every location of every tile. Stitch the
             tiles of one image back onto its grid with `TokenOCRProcessor.post_process_similarity`.
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`):
-            SigLIP-style logits, `similarity * logit_scale.exp() + logit_bias`, with the trained scalars.
+            SigLIP-style logits, `similarity * logit_scale.exp() + bias`, where the bias is
+            `config.fixed_logit_bias` when set (-8.9375 for the released models) and the `logit_bias` parameter
+            otherwise ([`TokenOCRModel.get_logit_bias`]).
         image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`):
             The projected per-location image features ([`TokenOCRModel.get_image_features`]).
         text_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
@@ -139,6 +141,12 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding):
         self.embed_tokens = value
+
+    def get_logit_bias(self) -> torch.Tensor:
+        """The bias of `logits` and of the sigmoid loss: `config.fixed_logit_bias` if set, else `logit_bias`."""
+        if self.config.fixed_logit_bias is None:
+            return self.logit_bias
+        return torch.tensor(self.config.fixed_logit_bias, dtype=self.logit_bias.dtype, device=self.logit_bias.device)
 
     def _vision_hidden_state(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower's hidden state `config.vision_feature_layer`, class token included."""
@@ -351,7 +359,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         text_normed = _unit_vectors(text_embeds).to(image_normed.device, image_normed.dtype)
         similarity = torch.einsum("btd,nld->btnl", text_normed, image_normed)
         logit_scale = self.logit_scale.to(similarity.device, similarity.dtype)
-        logits = similarity * logit_scale.exp() + self.logit_bias.to(similarity.device, similarity.dtype)
+        logits = similarity * logit_scale.exp() + self.get_logit_bias().to(similarity.device, similarity.dtype)
         similarity = _mask_padding(similarity, attention_mask, 0.0)
         logits = _mask_padding(logits, attention_mask, torch.finfo(logits.dtype).min)
 
@@ -417,4 +425,3 @@ def _mask_padding(scores: torch.Tensor, attention_mask: torch.Tensor | None, fil
     return scores.masked_fill(padded, fill)
 
 
-__all__ = ["TokenOCRPreTrainedModel", "TokenOCRModel", "TokenOCROutput"]

@@ -49,6 +49,7 @@ def test_converted_folder_contents(converted, case_name, dtype):
 
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "tokenocr"
+    assert config["fixed_logit_bias"] == -8.9375  # the bias the released models were trained with
     assert not {"tile_size", "min_tiles", "max_tiles", "use_thumbnail"} & set(config)  # the processor's settings
     assert config["auto_map"] == {
         "AutoConfig": "configuration_tokenocr.TokenOCRConfig",

@@ -45,8 +45,11 @@ def test_forward_from_pixels_equals_forward_from_features(case, loaded):
     assert out.similarity.shape == (len(case.queries), inputs["input_ids"].shape[1], num_tiles, locations)
     assert out.text_embeds.shape == (*inputs["input_ids"].shape, case.manifest["embed_dim"])
     torch.testing.assert_close(out.similarity, again.similarity)
-    scale, bias = case.manifest["logit_scale_t_prime"], case.manifest["logit_bias_b"]
-    torch.testing.assert_close(out.logits, out.similarity * np.exp(scale) + bias)
+    # The released models were trained with the constant bias -8.9375, not their stored (untrained) `b`.
+    scale, stored_bias = case.manifest["logit_scale_t_prime"], case.manifest["logit_bias_b"]
+    assert model.config.fixed_logit_bias == -8.9375
+    assert model.logit_bias.item() == pytest.approx(stored_bias)
+    torch.testing.assert_close(out.logits, out.similarity * np.exp(scale) - 8.9375)
     tuple_out = model(image_embeds=out.image_embeds, input_ids=inputs["input_ids"], return_dict=False)
     torch.testing.assert_close(tuple_out[0], out.similarity)
 

@@ -110,6 +110,7 @@ def test_config_comes_from_the_tensors(loaded):
     assert config.projector_layer_norm is False and isinstance(model.projector.layer_norm, torch.nn.Identity)
     assert model.logit_scale.item() == pytest.approx(CASE.manifest["logit_scale_t_prime"])
     assert model.logit_bias.item() == pytest.approx(CASE.manifest["logit_bias_b"])
+    assert model.get_logit_bias().item() == config.fixed_logit_bias == -8.9375  # what the authors trained with
     assert processor.image_processor.do_tiling is False
 
 

@@ -17,3 +17,11 @@ ORIGINAL_R50_FILES = (ORIGINAL_R50_SINGLE_FILE, *ORIGINAL_R50_PART_FILES)
 
 # A hub repo id: `owner/name`.
 HUB_ID_PATTERN = r"[A-Za-z0-9][\w.-]*/[\w.-]+"
+
+# The SigLIP bias the released models were trained with: the authors' training code replaced the learnable `b` by this
+# constant, so a checkpoint's stored `b` (-2.71) is its untrained initial value. Original checkpoints are loaded and
+# converted with `TokenOCRConfig.fixed_logit_bias` set to it.
+ORIGINAL_FIXED_LOGIT_BIAS = -8.9375
+
+# What `tokenocr train` may train (see tokenocr.training.train.apply_training_policy).
+TRAINING_POLICIES = ("original", "vision", "all")
