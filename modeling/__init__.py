@@ -1,5 +1,5 @@
 """
-`tokenocr.modeling`: `TokenOCRConfig` and `TokenOCRModel`.
+`tokenocr.modeling`: `TokenOCRConfig`, `TokenOCRModel` and its training head `TokenOCRForTokenAlignment`.
 
 The `*_tokenocr.py` files here are also a converted hub folder's remote code (the converter copies them flat), so
 they import only each other (relatively), transformers, torch, PIL, numpy and huggingface_hub. This `__init__.py` is
@@ -15,7 +15,9 @@ from tokenocr._lazy import lazy_exports
 REMOTE_CODE_FILES = ("configuration_tokenocr.py", "modeling_tokenocr.py")
 
 _EXPORTS = {
+    "TokenOCRAlignmentOutput": "modeling_tokenocr",
     "TokenOCRConfig": "configuration_tokenocr",
+    "TokenOCRForTokenAlignment": "modeling_tokenocr",
     "TokenOCRModel": "modeling_tokenocr",
     "TokenOCROutput": "modeling_tokenocr",
     "TokenOCRPreTrainedModel": "modeling_tokenocr",
@@ -25,4 +27,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .configuration_tokenocr import TokenOCRConfig
-    from .modeling_tokenocr import TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel
+    from .modeling_tokenocr import (
+        TokenOCRAlignmentOutput, TokenOCRForTokenAlignment, TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel,
+    )

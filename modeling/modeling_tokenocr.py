@@ -425,3 +425,229 @@ def _mask_padding(scores: torch.Tensor, attention_mask: torch.Tensor | None, fil
     return scores.masked_fill(padded, fill)
 
 
+__all__ = ["TokenOCRPreTrainedModel", "TokenOCRModel", "TokenOCROutput"]
+# --------------------------------------------------------------------------------------------------------------------
+# Fine-tuning: the original stage-1 training objective as a task head.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenOCRAlignmentOutput(ModelOutput):
+    r"""
+    Output of [`TokenOCRForTokenAlignment.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, returned when `token_masks` is given):
+            `loss_seg + loss_sim + loss_sig`, the original stage-1 objective.
+        loss_seg (`torch.FloatTensor` of shape `()`, returned when `token_masks` is given):
+            Binary cross-entropy between the raw cosine similarity (as a logit, no scale or bias) and each token's
+            mask, averaged over tokens, tiles and locations of an image, then over images.
+        loss_sim (`torch.FloatTensor` of shape `()`, returned when `token_masks` is given):
+            Mean over tokens with a non-empty mask of `1 - cos(v, e)`, `v` the mean feature over the token's mask
+            (all tiles of its image) and `e` its embedding.
+        loss_sig (`torch.FloatTensor` of shape `()`, returned when `token_masks` is given):
+            SigLIP-style loss over all tokens of the batch with a non-empty mask: `logits = cos(e_i, v_j) *
+            logit_scale.exp() + bias`, target +1 where the token ids are equal (across images too), else -1;
+            `-sum(logsigmoid(target * logits)) / N`. The bias is [`TokenOCRModel.get_logit_bias`].
+        similarity (`torch.FloatTensor` of shape `(num_tiles, num_tokens, num_locations)`):
+            Cosine similarity between every location of every tile and each supervised token of that tile's image.
+        image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`):
+            The per-location features `f` before normalisation ([`TokenOCRModel.get_image_features`]).
+        text_embeds (`torch.FloatTensor` of shape `(num_images, num_tokens, hidden_size)`):
+            The embeddings `e` of the supervised tokens.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_seg: torch.FloatTensor | None = None
+    loss_sim: torch.FloatTensor | None = None
+    loss_sig: torch.FloatTensor | None = None
+    similarity: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+
+
+def tile_image_index(num_tiles: torch.Tensor | None, total_tiles: int, num_images: int, device) -> torch.Tensor:
+    """`(total_tiles,)`: the index of the image each tile belongs to, from the tile count of each image."""
+    if num_tiles is None:
+        if num_images != 1:
+            raise ValueError(f"num_tiles is needed to tell which tiles belong to which of the {num_images} images.")
+        num_tiles = torch.tensor([total_tiles])
+    num_tiles = torch.as_tensor(num_tiles, device=device).flatten().long()
+    if len(num_tiles) != num_images:
+        raise ValueError(f"num_tiles gives {len(num_tiles)} images but input_ids has {num_images}.")
+    if int(num_tiles.sum()) != total_tiles or bool((num_tiles < 1).any()):
+        raise ValueError(f"num_tiles {num_tiles.tolist()} does not split {total_tiles} tiles into non-empty images.")
+    return torch.repeat_interleave(torch.arange(num_images, device=device), num_tiles)
+
+
+def masks_on_feature_grid(token_masks: torch.Tensor, side: int) -> torch.Tensor:
+    r"""
+    Token masks as booleans on the `side x side` feature grid of each tile, flattened row-major.
+
+    Args:
+        token_masks (`torch.Tensor` of shape `(num_tiles, num_tokens, height, width)`): masks per tile (any
+            resolution, any dtype; non-zero means inside). Masks of another size are resized bilinearly
+            (`align_corners=False`) and binarised `> 0`, as the original training does.
+
+    Returns:
+        `torch.BoolTensor` of shape `(num_tiles, num_tokens, side * side)`.
+    """
+    if token_masks.dim() != 4:
+        raise ValueError(
+            f"token_masks must have shape (num_tiles, num_tokens, height, width), got {tuple(token_masks.shape)}."
+        )
+    if tuple(token_masks.shape[-2:]) == (side, side):
+        return (token_masks != 0).flatten(2)
+    resized = [
+        nn.functional.interpolate(tile[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0] > 0
+        for tile in token_masks
+    ]
+    return torch.stack(resized).flatten(2)
+
+
+def segmentation_loss(similarity, masks, token_valid, tile_image):
+    """`loss_seg`: BCE-with-logits(cosine, mask), mean over an image's tokens, tiles and locations, then images."""
+    bce = nn.functional.binary_cross_entropy_with_logits(similarity.float(), masks.float(), reduction="none")
+    weights = token_valid[tile_image].float()  # (tiles, tokens): padding tokens do not count
+    per_tile = (bce.mean(-1) * weights).sum(-1)
+    num_images = token_valid.shape[0]
+    per_image = torch.zeros(num_images, device=bce.device).index_add(0, tile_image, per_tile)
+    tiles_per_image = torch.bincount(tile_image, minlength=num_images)
+    counts = tiles_per_image * token_valid.sum(-1)
+    supervised = counts > 0
+    if not bool(supervised.any()):
+        return similarity.sum() * 0.0
+    return (per_image[supervised] / counts[supervised]).mean()
+
+
+def mask_mean_features(image_embeds, masks, tile_image, num_images):
+    """`(v, counts)`: per image and token, the mean feature over the token's mask on all of the image's tiles."""
+    tile_sums = torch.einsum("tkl,tld->tkd", masks.to(image_embeds.dtype), image_embeds).float()
+    sums = torch.zeros(num_images, *tile_sums.shape[1:], device=tile_sums.device).index_add(0, tile_image, tile_sums)
+    tile_counts = masks.sum(-1).float()
+    counts = torch.zeros(num_images, masks.shape[1], device=masks.device).index_add(0, tile_image, tile_counts)
+    return sums / counts.clamp(min=1.0)[..., None], counts
+
+
+def similarity_loss(mean_features, text_embeds, present):
+    """`loss_sim`: mean of `1 - cos(v, e)` over tokens with a non-empty mask."""
+    if not bool(present.any()):
+        return mean_features.sum() * 0.0
+    cosine = nn.functional.cosine_similarity(mean_features[present], text_embeds[present].float(), dim=-1)
+    return (1.0 - cosine).mean()
+
+
+def sigmoid_loss(mean_features, text_embeds, input_ids, present, logit_scale, logit_bias):
+    """`loss_sig`: SigLIP over all present tokens of the batch, positives where token ids are equal."""
+    if not bool(present.any()):
+        return mean_features.sum() * 0.0
+    text = nn.functional.normalize(text_embeds[present].float(), dim=-1)
+    image = nn.functional.normalize(mean_features[present], dim=-1)
+    logits = text @ image.t() * logit_scale.float().exp() + logit_bias.float()
+    ids = input_ids[present]
+    targets = 2.0 * (ids[:, None] == ids[None, :]).float() - 1.0
+    return -nn.functional.logsigmoid(targets * logits).sum() / len(ids)
+
+
+class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
+    r"""
+    [`TokenOCRModel`] with the original stage-1 training objective: given token masks, it returns `loss =
+    loss_seg + loss_sim + loss_sig` and each component ([`TokenOCRAlignmentOutput`]). Loads the weights of a
+    `TokenOCRModel` folder (they live under `tokenocr.`), and its saved weights load back into a `TokenOCRModel`.
+
+    A batch holds several images, each with its own number of tiles (`num_tiles`) and its own supervised tokens
+    (`input_ids`, padded, with `attention_mask`); `token_masks` gives, for every tile, the mask of each of its
+    image's tokens. [`tokenocr.training.TokenMaskCollator`] builds such batches from a token-mask dataset.
+    """
+
+    accepts_loss_kwargs = False  # the loss is a per-batch mean; Trainer must not rescale it by token counts
+
+    def __init__(self, config: TokenOCRConfig):
+        if not config.is_internvit:
+            raise ValueError(
+                "TokenOCRForTokenAlignment trains the tiled (InternViT) models; the R50 variant's whole-image maps "
+                "have no fixed feature grid and its training is not supported."
+            )
+        super().__init__(config)
+        self.tokenocr = TokenOCRModel(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tokenocr.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.tokenocr.set_input_embeddings(value)
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        num_tiles: torch.LongTensor | None = None,
+        token_masks: torch.Tensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenOCRAlignmentOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
+                The tiles of all images of the batch, image after image (each image's grid tiles, then its
+                thumbnail if any), as [`TokenOCRImageProcessor`] makes them. Not needed when `image_embeds` is given.
+            input_ids (`torch.LongTensor` of shape `(num_images, num_tokens)`):
+                The supervised tokens of each image, padded to the longest.
+            attention_mask (`torch.Tensor` of shape `(num_images, num_tokens)`, *optional*):
+                1 for a supervised token, 0 for padding. Default: every token is supervised.
+            num_tiles (`torch.LongTensor` of shape `(num_images,)`, *optional*):
+                Tiles per image, thumbnail included. May be left out for a single image.
+            token_masks (`torch.Tensor` of shape `(num_tiles, num_tokens, height, width)`, *optional*):
+                For every tile, the mask of each token of its image (non-zero inside). On the feature grid
+                (`height = width = config.feature_side`) or at any other size, then resized bilinearly and
+                binarised `> 0`. Without it no loss is computed.
+            image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
+                Precomputed features, in place of `pixel_values`.
+
+        Returns:
+            [`TokenOCRAlignmentOutput`], or a tuple of its non-`None` fields when `return_dict=False`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if input_ids is None:
+            raise ValueError("TokenOCRForTokenAlignment.forward needs input_ids (the supervised tokens).")
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("TokenOCRForTokenAlignment.forward needs pixel_values or image_embeds.")
+            image_embeds = self.tokenocr.get_image_features(pixel_values)
+        input_ids = input_ids[None] if input_ids.dim() == 1 else input_ids
+        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        tile_image = tile_image_index(num_tiles, image_embeds.shape[0], input_ids.shape[0], image_embeds.device)
+        text_embeds = self.tokenocr.get_text_features(input_ids)
+        image_normed = nn.functional.normalize(image_embeds, dim=-1)
+        text_normed = nn.functional.normalize(text_embeds, dim=-1).to(image_normed.dtype)
+        similarity = torch.einsum("tld,tkd->tkl", image_normed, text_normed[tile_image])
+
+        losses = {}
+        if token_masks is not None:
+            losses = self._losses(similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image)
+        output = TokenOCRAlignmentOutput(
+            **losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image) -> dict:
+        side = int(round(image_embeds.shape[1] ** 0.5))
+        masks = masks_on_feature_grid(token_masks.to(image_embeds.device), side)
+        if masks.shape != similarity.shape:
+            raise ValueError(
+                f"token_masks gives {masks.shape[0]} tiles x {masks.shape[1]} tokens on a {side}x{side} grid, but "
+                f"the batch has {similarity.shape[0]} tiles x {similarity.shape[1]} tokens."
+            )
+        mean_features, counts = mask_mean_features(image_embeds, masks, tile_image, input_ids.shape[0])
+        present = valid & (counts > 0)
+        loss_seg = segmentation_loss(similarity, masks, valid, tile_image)
+        loss_sim = similarity_loss(mean_features, text_embeds, present)
+        scale, bias = self.tokenocr.logit_scale, self.tokenocr.get_logit_bias()
+        loss_sig = sigmoid_loss(mean_features, text_embeds, input_ids, present, scale, bias)
+        return {"loss": loss_seg + loss_sim + loss_sig, "loss_seg": loss_seg, "loss_sim": loss_sim, "loss_sig": loss_sig}
+
+
+__all__ += ["TokenOCRAlignmentOutput", "TokenOCRForTokenAlignment"]

@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TokenOCRConfig": "modeling",
+    "TokenOCRForTokenAlignment": "modeling",
     "TokenOCRModel": "modeling",
     "TokenOCROutput": "modeling",
     "TokenOCRPreTrainedModel": "modeling",
@@ -33,7 +34,9 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .modeling import TokenOCRConfig, TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel
+    from .modeling import (
+        TokenOCRConfig, TokenOCRForTokenAlignment, TokenOCRModel, TokenOCROutput, TokenOCRPreTrainedModel,
+    )
     from .processing import TokenOCRImageProcessor, TokenOCRProcessor, TokenSimilarityPipeline
 
 register_now_or_when_transformers_is_imported()

@@ -5,6 +5,8 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
     tokenocr search --model M --images FOLDER_GLOB_OR_PDF [...] --query TEXT [TEXT ...] --out FILE.jsonl [--resume]
                     [--top-k K]
     tokenocr demo [--model M ...] [--port P]      (the Gradio demo in demo/)
+    tokenocr train --model M --data DATASET --output DIR [--policy original|vision|all] [--resume] ...
+    tokenocr evaluate --model M --data DATASET [--threshold T] [--k K] [--json FILE]
     tokenocr convert ...            (the same as tokenocr-convert)
     tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] [--tokenizer ...] ...
 
@@ -16,7 +18,7 @@ and exits non-zero; Ctrl-C, SIGTERM and SIGHUP leave nothing behind.
 import argparse
 import sys
 
-from .constants import DTYPE_NAMES
+from .constants import DTYPE_NAMES, TRAINING_POLICIES
 from .loading import MODEL_HELP
 from .outputs import interrupt_on_termination, was_interrupted
 from .processing.settings_tokenocr import (
@@ -64,6 +66,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR_OR_REPO",
                         help="converted folder, hub repo id, or original checkpoint folder")
@@ -100,6 +112,71 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         "source's own; the original R50 release keeps its tokenizer outside the checkpoint folder")
 
 
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR_OR_REPO",
+                        help="converted folder, hub repo id, or original checkpoint folder to start from")
+    parser.add_argument("--data", required=True, metavar="DIR", help="token-mask dataset folder to train on")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder to create: checkpoints, then the trained model (a TokenOCRModel folder)")
+    parser.add_argument("--eval-data", metavar="DIR", help="token-mask dataset for the evaluation loss")
+    parser.add_argument("--policy", choices=TRAINING_POLICIES, default="original",
+                        help="what trains: original = upsampler, projector and the last vision block (default); "
+                        "vision = the whole vision side; all = everything, the embedding table included")
+    parser.add_argument("--vision-lr-scale", type=_non_negative_float, default=0.05, metavar="F",
+                        help="learning-rate factor of the trained vision-tower parameters (default: 0.05)")
+    parser.add_argument("--unfrozen-vision-layers", type=int, default=1, metavar="N",
+                        help="vision blocks the original policy trains, counted from the last (default: 1)")
+    parser.add_argument("--epochs", type=_non_negative_float, default=1.0, help="training epochs (default: 1)")
+    parser.add_argument("--max-steps", type=_positive_int, default=-1, metavar="N",
+                        help="stop after N optimizer steps (overrides --epochs)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="pages per device and step (default: 8)")
+    parser.add_argument("--gradient-accumulation", type=_positive_int, default=1, metavar="N", help="micro-batches per step")
+    parser.add_argument("--learning-rate", type=_non_negative_float, default=5e-4, metavar="LR", help="base learning rate (default: 5e-4)")
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.05, help="AdamW weight decay (default: 0.05)")
+    parser.add_argument("--warmup", type=_non_negative_float, default=0.03,
+                        help="warm-up: steps (>= 1) or a fraction of training (< 1); a cosine decay follows (default: 0.03)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 mixed precision (default: on where the GPU supports it)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass")
+    parser.add_argument("--max-tokens-per-image", type=_positive_int, default=70, metavar="N",
+                        help="supervised tokens sampled per page (default: 70, the original's)")
+    parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per page (default: the processor's)")
+    parser.add_argument("--no-thumbnails", action="store_true", help="leave the thumbnails out of training")
+    parser.add_argument("--merge-repeated-tokens", action="store_true",
+                        help="supervise a token id that repeats on a page once, with the union of its masks")
+    parser.add_argument("--loss-weights", type=_non_negative_float, nargs=3, default=None, metavar=("SEG", "SIM", "SIG"),
+                        help="weights of loss_seg, loss_sim and loss_sig (default: 1 1 1, the original sum)")
+    parser.add_argument("--save-steps", type=_positive_int, default=500, metavar="N", help="checkpoint every N steps (default: 500)")
+    parser.add_argument("--logging-steps", type=_positive_int, default=10, metavar="N", help="log every N steps (default: 10)")
+    parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="data-loading processes (default: 2)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                        help="continue the training saved in --output (its last checkpoint, or CHECKPOINT)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's or repo's own Python code instead of the installed classes")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR_OR_REPO",
+                        help="converted folder, hub repo id, or original checkpoint folder")
+    parser.add_argument("--data", required=True, metavar="DIR", help="token-mask dataset folder to evaluate on")
+    parser.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
+                        help=f"mask threshold on the cosine similarity (default: {DEFAULT_THRESHOLD})")
+    parser.add_argument("--k", type=_positive_int, default=5, help="k of retrieval precision@k (default: 5)")
+    parser.add_argument("--num-queries", type=int, default=100, metavar="N", help="retrieval queries (default: 100)")
+    parser.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="evaluate the first N pages")
+    parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per page (default: the processor's)")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                        help=f"tiles per vision-tower forward (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: float32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the retrieval queries' choice (default: 0)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE (a new file)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's or repo's own Python code instead of the installed classes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokenocr", description="TokenOCR: token-level text-image similarity for document images.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -130,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo.app import add_demo_arguments
 
     add_demo_arguments(demo)
+    train = commands.add_parser(
+        "train", help="fine-tune (or train) a TokenOCR model on a token-mask dataset (needs the train extra)",
+        description="Train with the original objective on transformers' Trainer; checkpoints go to --output, then the "
+        "trained model. Multi-GPU: accelerate launch -m tokenocr.cli train ...",
+    )
+    add_train_arguments(train)
+    evaluate = commands.add_parser(
+        "evaluate", help="pointing accuracy, mask IoU / F1 and retrieval precision@k on a token-mask dataset",
+        description="Measure a TokenOCR model on a token-mask dataset (needs the train extra).",
+    )
+    add_evaluate_arguments(evaluate)
     convert = commands.add_parser("convert", help="the same as tokenocr-convert",
                                   description="Convert an original TokenOCR checkpoint into a hub-ready folder.")
     add_convert_arguments(convert)
@@ -178,6 +266,19 @@ def _run_demo(args) -> str:
     return "demo stopped"
 
 
+def _run_train(args) -> str:
+    from .commands.training import run_train
+
+    return f"trained model in {run_train(args)}"
+
+
+def _run_evaluate(args) -> str:
+    from .commands.training import run_evaluate
+
+    run_evaluate(args)
+    return "evaluated" + (f"; figures in {args.json}" if args.json else "")
+
+
 def _run_convert(args) -> str:
     from .conversion.convert import convert
 
@@ -186,7 +287,13 @@ def _run_convert(args) -> str:
     return f"wrote {destination}"
 
 
-_COMMANDS = {"similarity": _run_similarity, "search": _run_search, "demo": _run_demo, "convert": _run_convert}
+_COMMANDS = {
+    "similarity": _run_similarity, "search": _run_search, "demo": _run_demo, "train": _run_train,
+    "evaluate": _run_evaluate, "convert": _run_convert,
+}
+# What an interrupt leaves behind: nothing, except where a command says otherwise.
+_NOTHING_WRITTEN = "interrupted; nothing was written"
+_INTERRUPTED = {"train": "interrupted; the checkpoints saved so far stay in --output (continue with --resume)"}
 
 
 def _one_line(error: BaseException) -> str:
@@ -198,17 +305,17 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def run_command(program: str, command, args) -> int:
+def run_command(program: str, command, args, interrupted: str = _NOTHING_WRITTEN) -> int:
     """Run `command(args)`; report its outcome or any failure on one line. Returns the exit status."""
     try:
         with interrupt_on_termination():
             message = command(args)
     except KeyboardInterrupt:
-        print(f"{program}: error: interrupted; nothing was written", file=sys.stderr)
+        print(f"{program}: error: {interrupted}", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - every failure is one line, whatever raised it
         if was_interrupted():  # a signal that a library reported as its own error
-            print(f"{program}: error: interrupted; nothing was written", file=sys.stderr)
+            print(f"{program}: error: {interrupted}", file=sys.stderr)
             return 130
         print(f"{program}: error: {_one_line(error)}", file=sys.stderr)
         return 1
@@ -219,7 +326,7 @@ def run_command(program: str, command, args) -> int:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return run_command("tokenocr", _COMMANDS[args.command], args)
+        return run_command("tokenocr", _COMMANDS[args.command], args, _INTERRUPTED.get(args.command, _NOTHING_WRITTEN))
     except KeyboardInterrupt:
         print("tokenocr: error: interrupted", file=sys.stderr)
         return 130

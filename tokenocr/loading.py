@@ -63,46 +63,80 @@ def check_device(spec: str | None) -> str:
     return str(device)
 
 
-def load_pipeline(model: str, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False,
-                  batch_size: int | None = None):
+def _torch_dtype(dtype: str | None):
+    import torch
+
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    return getattr(torch, dtype) if dtype else None
+
+
+def _check_reference(model: str) -> Path:
+    """`model` as a folder path, checked to be an original checkpoint, a folder with config.json or a hub repo id."""
+    folder = Path(model).expanduser()
+    if folder.is_dir() and is_original_folder(folder):
+        return folder
+    if not folder.is_dir() and not re.fullmatch(HUB_ID_PATTERN, model):
+        raise ModelNotFoundError(f"--model '{model}' is not a folder or a hub repo id; pass {MODEL_HELP}")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"--model '{model}' has no config.json; pass {MODEL_HELP}")
+    return folder
+
+
+def load_model_and_processor(model: str, dtype: str | None = None, trust_remote_code: bool = False):
     """
-    A `token-similarity` pipeline for `model`: a converted folder or hub repo id (the installed classes, or the
-    folder's own code with `trust_remote_code`), or an original checkpoint folder (`load_original`).
+    `(TokenOCRModel in eval mode, TokenOCRProcessor)` for `model`: a converted folder or hub repo id (the installed
+    classes, or the folder's own code with `trust_remote_code`), or an original checkpoint folder (`load_original`,
+    float32 unless `dtype` says otherwise).
 
     Raises:
         ModelNotFoundError: `model` is neither an existing folder nor a hub repo id, or not a TokenOCR model.
     """
     import torch
 
-    device = check_device(device)
-    if dtype is not None and dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
-    torch_dtype = getattr(torch, dtype) if dtype else None
-    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
-    folder = Path(model).expanduser()
+    torch_dtype = _torch_dtype(dtype)
+    folder = _check_reference(model)
     if folder.is_dir() and is_original_folder(folder):
         from .conversion import load_original
-        from .processing import TokenSimilarityPipeline
 
-        network, processor = load_original(folder, dtype=torch_dtype or torch.float32)
-        return TokenSimilarityPipeline(model=network, processor=processor, task="token-similarity", **options)
-    if not folder.is_dir() and not re.fullmatch(HUB_ID_PATTERN, model):
-        raise ModelNotFoundError(f"--model '{model}' is not a folder or a hub repo id; pass {MODEL_HELP}")
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise ModelNotFoundError(f"--model '{model}' has no config.json; pass {MODEL_HELP}")
+        return load_original(folder, dtype=torch_dtype or torch.float32)
     if trust_remote_code:
+        from transformers import AutoModel, AutoProcessor
+
+        network = AutoModel.from_pretrained(model, trust_remote_code=True, dtype=torch_dtype or "auto")
+        return network.eval(), AutoProcessor.from_pretrained(model, trust_remote_code=True)
+    return _installed_model_and_processor(model, torch_dtype)
+
+
+def load_pipeline(model: str, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False,
+                  batch_size: int | None = None):
+    """
+    A `token-similarity` pipeline for `model` (see `load_model_and_processor`); with `trust_remote_code`, a converted
+    folder's or repo's own pipeline class too.
+
+    Raises:
+        ModelNotFoundError: `model` is neither an existing folder nor a hub repo id, or not a TokenOCR model.
+    """
+    device = check_device(device)
+    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    folder = _check_reference(model)
+    if trust_remote_code and not (folder.is_dir() and is_original_folder(folder)):
         from transformers import pipeline
 
+        torch_dtype = _torch_dtype(dtype)
         return pipeline("token-similarity", model=model, trust_remote_code=True, dtype=torch_dtype or "auto", **options)
-    return _installed_pipeline(model, torch_dtype, options)
+    from .processing import TokenSimilarityPipeline
+
+    network, processor = load_model_and_processor(model, dtype)
+    return TokenSimilarityPipeline(model=network, processor=processor, task="token-similarity", **options)
 
 
-def _installed_pipeline(model: str, torch_dtype, options: dict):
-    """The pipeline built from the installed package's classes: nothing from the folder or repo is executed."""
+def _installed_model_and_processor(model: str, torch_dtype):
+    """The model and processor built from the installed package's classes: nothing from the folder or repo runs."""
     from transformers import AutoConfig
 
     from .modeling import TokenOCRConfig, TokenOCRModel
-    from .processing import TokenOCRProcessor, TokenSimilarityPipeline
+    from .processing import TokenOCRProcessor
 
     config = AutoConfig.from_pretrained(model, trust_remote_code=False)
     if not isinstance(config, TokenOCRConfig):
@@ -110,5 +144,4 @@ def _installed_pipeline(model: str, torch_dtype, options: dict):
             f"--model '{model}' is a '{config.model_type}' model, not TokenOCR; pass {MODEL_HELP}"
         )
     network = TokenOCRModel.from_pretrained(model, dtype=torch_dtype or "auto").eval()
-    processor = TokenOCRProcessor.from_pretrained(model)
-    return TokenSimilarityPipeline(model=network, processor=processor, task="token-similarity", **options)
+    return network, TokenOCRProcessor.from_pretrained(model)

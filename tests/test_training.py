@@ -1,0 +1,429 @@
+"""The training objective, freezing policies, Trainer wiring and the train / evaluate commands."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModel, AutoProcessor
+
+import tokenocr  # noqa: F401  (registers the Auto classes)
+from tokenocr import TokenOCRImageProcessor, TokenOCRProcessor
+from tokenocr.conversion import convert_tokenizer
+from tokenocr.modeling import TokenOCRConfig, TokenOCRForTokenAlignment, TokenOCRModel
+from tokenocr.modeling.modeling_tokenocr import masks_on_feature_grid
+from tokenocr.cli import main
+from tokenocr.training.collator import TokenMaskCollator, tile_token_masks
+from tokenocr.training.data import TokenMaskDatasetWriter, load_token_mask_dataset
+from tokenocr.training.train import apply_training_policy, build_trainer, default_training_arguments
+
+from fixture_cases import FIXTURES
+
+
+ROOT = Path(__file__).parents[1]
+LN10 = math.log(10.0)
+
+
+def tiny_config(**overrides) -> TokenOCRConfig:
+    settings = {
+        "vision_config": {"hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 2, "image_size": 28,
+                          "intermediate_size": 32, "patch_size": 14},
+        "hidden_size": 8, "vocab_size": 640, "upsampler_hidden_size": 8,
+        "fixed_logit_bias": -8.9375,
+    }
+    settings.update(overrides)
+    return TokenOCRConfig(**settings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The objective, against a reference computed by hand with explicit loops.
+# ---------------------------------------------------------------------------------------------------------------
+
+def cosine(a, b):
+    return float(torch.dot(a, b) / (a.norm() * b.norm()))
+
+
+def bce_with_logits(x, y):
+    p = 1.0 / (1.0 + math.exp(-x))
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def log_sigmoid(x):
+    return -math.log(1.0 + math.exp(-x))
+
+
+def hand_losses(features, embeddings, ids, valid, masks, tiles_of, scale, bias):
+    """The three components as the issue states them, one loop per sum."""
+    per_image = []
+    for image, tiles in enumerate(tiles_of):
+        terms = [bce_with_logits(cosine(features[t, l], embeddings[image][k]), float(masks[t][k][l]))
+                 for t in tiles for k in range(len(ids[image])) if valid[image][k] for l in range(features.shape[1])]
+        per_image.append(sum(terms) / len(terms))
+    loss_seg = sum(per_image) / len(per_image)
+    present = []  # (id, e, v) of tokens with a non-empty mask
+    for image, tiles in enumerate(tiles_of):
+        for k in range(len(ids[image])):
+            locations = [(t, l) for t in tiles for l in range(features.shape[1]) if valid[image][k] and masks[t][k][l]]
+            if locations:
+                v = sum(features[t, l] for t, l in locations) / len(locations)
+                present.append((ids[image][k], embeddings[image][k], v))
+    loss_sim = sum(1 - cosine(v, e) for _, e, v in present) / len(present)
+    loss_sig = 0.0
+    for id_i, e_i, _ in present:
+        for id_j, _, v_j in present:
+            z = 1.0 if id_i == id_j else -1.0
+            loss_sig -= log_sigmoid(z * (cosine(e_i, v_j) * math.exp(scale) + bias))
+    return loss_seg, loss_sim, loss_sig / len(present)
+
+
+def tiny_case():
+    torch.manual_seed(0)
+    features = torch.randn(3, 4, 8)  # image 0: tile 0; image 1: tiles 1 and 2; a 2x2 feature grid
+    input_ids = torch.tensor([[4, 5, 2], [5, 6, 7]])
+    attention_mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    masks = torch.zeros(3, 3, 4, dtype=torch.bool)
+    masks[0, 0, 0] = True                        # image 0, id 4
+    masks[0, 1, [1, 2]] = True                   # image 0, id 5
+    masks[0, 2, :] = True                        # padding: must not count
+    masks[1, 0, [0, 1]] = masks[2, 0, 2] = True  # image 1, id 5 on both tiles (same id as in image 0)
+    masks[1, 1, 3] = True                        # image 1, id 6; id 7 has an empty mask
+    return features, input_ids, attention_mask, masks
+
+
+@pytest.mark.parametrize("fixed_bias", [-8.9375, None])
+def test_each_loss_component_equals_the_hand_computed_reference(fixed_bias):
+    features, input_ids, attention_mask, masks = tiny_case()
+    model = TokenOCRForTokenAlignment(tiny_config(fixed_logit_bias=fixed_bias))
+    with torch.no_grad():
+        model.tokenocr.logit_scale.fill_(LN10 + 0.1)
+        model.tokenocr.logit_bias.fill_(-3.0)
+    out = model(image_embeds=features, input_ids=input_ids, attention_mask=attention_mask,
+                num_tiles=torch.tensor([1, 2]), token_masks=masks.reshape(3, 3, 2, 2))
+    table = model.tokenocr.embed_tokens.weight.detach()
+    embeddings = [[table[i] for i in row] for row in input_ids.tolist()]
+    bias = -3.0 if fixed_bias is None else fixed_bias
+    seg, sim, sig = hand_losses(features, embeddings, input_ids.tolist(), attention_mask.tolist(),
+                                masks.tolist(), [[0], [1, 2]], LN10 + 0.1, bias)
+    assert out.loss_seg.item() == pytest.approx(seg, rel=1e-5)
+    assert out.loss_sim.item() == pytest.approx(sim, rel=1e-5)
+    assert out.loss_sig.item() == pytest.approx(sig, rel=1e-5)
+    assert out.loss.item() == pytest.approx(seg + sim + sig, rel=1e-5)
+    assert out.similarity.shape == (3, 3, 4)
+    assert out.similarity[2, 1, 3].item() == pytest.approx(cosine(features[2, 3], embeddings[1][1]), rel=1e-5)
+    assert set(out.keys()) >= {"loss", "loss_seg", "loss_sim", "loss_sig"}
+
+
+def test_masks_at_another_resolution_are_resized_bilinearly_and_binarised():
+    masks = torch.zeros(2, 3, 8, 8)
+    masks[0, 0, 0, 0] = 1.0   # one pixel in a corner
+    masks[1, 2, 3:5, 3:5] = 1.0
+    resized = masks_on_feature_grid(masks, 4)
+    expected = torch.nn.functional.interpolate(masks, size=(4, 4), mode="bilinear", align_corners=False) > 0
+    assert torch.equal(resized, expected.flatten(2))
+    assert resized[0, 0].sum() == 1 and resized[1, 2].sum() == 4
+
+
+def test_model_logits_use_the_learned_bias_without_a_fixed_one():
+    torch.manual_seed(0)
+    model = TokenOCRModel(tiny_config(fixed_logit_bias=None)).eval()
+    with torch.no_grad():
+        model.logit_bias.fill_(-1.25)
+        out = model(image_embeds=torch.randn(1, 4, 8), input_ids=torch.tensor([[3, 4]]))
+    torch.testing.assert_close(out.logits, out.similarity * model.logit_scale.exp() - 1.25)
+    model.config.fixed_logit_bias = -8.9375
+    with torch.no_grad():
+        out = model(image_embeds=out.image_embeds, input_ids=torch.tensor([[3, 4]]))
+    torch.testing.assert_close(out.logits, out.similarity * model.logit_scale.exp() - 8.9375)
+
+
+def test_bad_batches_are_named():
+    features, input_ids, attention_mask, masks = tiny_case()
+    model = TokenOCRForTokenAlignment(tiny_config())
+    with pytest.raises(ValueError, match="num_tiles"):
+        model(image_embeds=features, input_ids=input_ids, token_masks=masks.reshape(3, 3, 2, 2))
+    with pytest.raises(ValueError, match="does not split 3 tiles"):
+        model(image_embeds=features, input_ids=input_ids, num_tiles=torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="token_masks gives 3 tiles x 2 tokens"):
+        model(image_embeds=features, input_ids=input_ids, num_tiles=torch.tensor([1, 2]),
+              token_masks=masks[:, :2].reshape(3, 2, 2, 2))
+
+
+def test_the_head_refuses_the_r50_variant():
+    config = TokenOCRConfig(vision_config={"model_type": "resnet", "depths": [1, 1, 1, 1], "hidden_sizes": [8] * 4,
+                                           "embedding_size": 8}, hidden_size=8, vocab_size=10, upsampler_hidden_size=8)
+    with pytest.raises(ValueError, match="R50 variant"):
+        TokenOCRForTokenAlignment(config)
+    with pytest.raises(ValueError, match="no fixed feature grid"):
+        config.feature_side
+
+
+def test_head_and_model_share_a_checkpoint_layout(tmp_path):
+    torch.manual_seed(0)
+    base = TokenOCRModel(tiny_config()).eval()
+    base.save_pretrained(tmp_path / "base")
+    head = TokenOCRForTokenAlignment.from_pretrained(tmp_path / "base")
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(head.tokenocr.state_dict()[name], tensor), name
+    head.save_pretrained(tmp_path / "head")
+    again = AutoModel.from_pretrained(tmp_path / "head")
+    assert type(again) is TokenOCRModel
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data: collator against a direct reference, and the dataset format.
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return convert_tokenizer(FIXTURES / "tiny_seg" / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer):
+    return TokenOCRProcessor(image_processor=TokenOCRImageProcessor(size=28, max_tiles=6), tokenizer=tokenizer)
+
+
+def make_page(seed: int, width: int, height: int, num_tokens: int):
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8))
+    mask = np.zeros((height, width), dtype=np.int64)
+    tokens = []
+    for index in range(1, num_tokens + 1):
+        top, left = int(rng.integers(0, height - 6)), int(rng.integers(0, width - 9))
+        mask[top : top + int(rng.integers(2, 6)), left : left + int(rng.integers(2, 9))] = index
+        tokens.append({"id": int(rng.integers(3, 600)), "text": f" t{index}", "mask_index": index})
+    return {"image": image, "mask": Image.fromarray(mask.astype(np.uint16)), "tokens": tokens, "text": ""}
+
+
+def reference_tiles(mask, indices, grid, tile, thumbnail, side):
+    """Each token's full-page mask through torch's own resize, as the original training tiles masks."""
+    cols, rows = grid
+    full = torch.from_numpy(np.stack([mask == i for i in indices])).float()[None]
+    canvas = torch.nn.functional.interpolate(full, size=(rows * tile, cols * tile), mode="bilinear") > 0
+    tiles = [canvas[0, :, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] for r in range(rows) for c in range(cols)]
+    if thumbnail:
+        tiles.append(torch.nn.functional.interpolate(full, size=(tile, tile), mode="bilinear")[0] > 0)
+    stacked = torch.stack(tiles).float()
+    return torch.nn.functional.interpolate(stacked, size=(side, side), mode="bilinear") > 0
+
+
+@pytest.mark.parametrize("grid,thumbnail,side", [((3, 2), True, 8), ((1, 1), False, 8), ((2, 3), True, 28)])
+def test_token_masks_are_tiled_like_the_page(grid, thumbnail, side):
+    page = make_page(1, 61, 47, 9)
+    mask = np.asarray(page["mask"]).astype(np.int64)
+    indices = [t["mask_index"] for t in page["tokens"]] + [77]  # 77: absent from the map
+    fast = tile_token_masks(mask, indices, grid, 28, thumbnail, side)
+    assert torch.equal(fast, reference_tiles(mask, indices, grid, 28, thumbnail, side))
+    assert fast[:, -1].sum() == 0 and fast.sum() > 0
+
+
+def test_collator_batches_pages_with_different_tile_counts(processor):
+    pages = [make_page(2, 90, 30, 5), make_page(3, 28, 28, 2)]
+    collator = TokenMaskCollator(processor, feature_side=8)
+    batch = collator(pages)
+    expected_pixels = processor.image_processor([p["image"] for p in pages], return_tensors="pt")
+    assert torch.equal(batch["pixel_values"], expected_pixels["pixel_values"])
+    assert batch["num_tiles"].tolist() == expected_pixels["num_tiles"].tolist() == [4, 1]
+    assert batch["input_ids"].tolist()[1] == [t["id"] for t in pages[1]["tokens"]] + [2, 2, 2]
+    assert batch["attention_mask"].tolist() == [[1] * 5, [1, 1, 0, 0, 0]]
+    assert batch["token_masks"].shape == (5, 5, 8, 8)
+    assert not batch["token_masks"][4, 2:].any()
+    first = np.asarray(pages[0]["mask"]).astype(np.int64)
+    reference = reference_tiles(first, [1, 2, 3, 4, 5], (3, 1), 28, True, 8)
+    assert torch.equal(batch["token_masks"][:4], reference)
+
+
+def test_collator_limits_tokens_and_checks_sizes(processor):
+    page = make_page(4, 40, 40, 12)
+    torch.manual_seed(0)
+    batch = TokenMaskCollator(processor, feature_side=8, max_tokens_per_image=5)([page])
+    assert batch["input_ids"].shape == (1, 5)
+    assert set(batch["input_ids"][0].tolist()) <= {t["id"] for t in page["tokens"]}
+    page["mask"] = Image.fromarray(np.zeros((10, 10), dtype=np.uint16))
+    with pytest.raises(ValueError, match="mask map is 10x10 but the image is 40x40"):
+        TokenMaskCollator(processor)([page])
+
+
+def write_dataset(folder, pages):
+    with TokenMaskDatasetWriter(folder) as writer:
+        for page in pages:
+            writer.add(page["image"], np.asarray(page["mask"]), page["tokens"], page["text"])
+    return folder
+
+
+def test_dataset_format_round_trip_and_errors(tmp_path):
+    pages = [make_page(5, 50, 40, 4), make_page(6, 30, 60, 3)]
+    folder = write_dataset(tmp_path / "data", pages)
+    dataset = load_token_mask_dataset(folder)
+    assert len(dataset) == 2 and set(dataset.column_names) == {"image", "mask", "tokens", "text"}
+    assert np.array_equal(np.asarray(dataset[1]["mask"]), np.asarray(pages[1]["mask"]))
+    assert dataset[0]["tokens"] == pages[0]["tokens"]
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    (folder / "metadata.jsonl").write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ValueError, match="line 2: not valid JSON"):
+        load_token_mask_dataset(folder)
+    record = json.loads(lines[0])
+    record["mask"] = "masks/missing.png"
+    (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_token_mask_dataset(folder)
+    record = json.loads(lines[0])
+    del record["tokens"][0]["mask_index"]
+    (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match="token 0 must be an object with keys id, text, mask_index"):
+        load_token_mask_dataset(folder)
+    with pytest.raises(FileNotFoundError, match="has no metadata.jsonl"):
+        load_token_mask_dataset(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Policies, gradients and Trainer.
+# ---------------------------------------------------------------------------------------------------------------
+
+def batch_for(processor, seed=7):
+    return TokenMaskCollator(processor, feature_side=8)([make_page(seed, 60, 30, 6), make_page(seed + 1, 28, 28, 3)])
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradients_reach_only_the_trainable_parts(processor, checkpointing):
+    torch.manual_seed(0)
+    model = TokenOCRForTokenAlignment(tiny_config()).train()
+    trainable = set(apply_training_policy(model, "original"))
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    model(**batch_for(processor)).loss.backward()
+    reached = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert reached == trainable
+    assert any(name.startswith("tokenocr.upsampler.") for name in reached)
+    assert any(name.startswith("tokenocr.projector.") for name in reached)
+    assert any(name.startswith("tokenocr.vision_tower.encoder.layer.1.") for name in reached)
+    assert "tokenocr.logit_scale" in reached
+    assert not any(name.startswith(("tokenocr.vision_tower.encoder.layer.0.", "tokenocr.vision_tower.embeddings.",
+                                    "tokenocr.embed_tokens.")) for name in reached)
+    assert "tokenocr.logit_bias" not in reached  # a fixed bias is in force
+
+
+def test_other_policies(processor):
+    model = TokenOCRForTokenAlignment(tiny_config(fixed_logit_bias=None))
+    vision = set(apply_training_policy(model, "vision"))
+    assert "tokenocr.embed_tokens.weight" not in vision and "tokenocr.logit_bias" in vision
+    assert "tokenocr.vision_tower.embeddings.patch_embeddings.projection.weight" in vision
+    everything = set(apply_training_policy(model, "all"))
+    assert everything == {name for name, _ in model.named_parameters()}
+    with pytest.raises(ValueError, match="Unknown training policy 'some'"):
+        apply_training_policy(model, "some")
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(processor):
+    torch.manual_seed(0)
+    model = TokenOCRForTokenAlignment(tiny_config()).train()
+    apply_training_policy(model, "all")
+    batch = batch_for(processor)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        out = model(**batch)
+        losses.append([out.loss.item(), out.loss_sim.item()])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1][0] < 0.7 * losses[0][0], losses
+    assert losses[-1][1] < losses[0][1], losses  # the mean feature over each mask turns towards its token
+
+
+def test_trainer_logs_each_component_uses_lr_groups_and_resumes(processor, tmp_path):
+    pages = [make_page(seed, 56, 28, 5) for seed in range(4)]
+    dataset = load_token_mask_dataset(write_dataset(tmp_path / "data", pages))
+    torch.manual_seed(0)
+    model = TokenOCRModel(tiny_config())
+    args = default_training_arguments(tmp_path / "run", per_device_train_batch_size=2, max_steps=4, logging_steps=2,
+                                      save_steps=2, learning_rate=1e-3, disable_tqdm=True, use_cpu=True)
+    trainer = build_trainer(model, processor, dataset, args, policy="original", vision_lr_scale=0.05)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2 and all({"loss_seg", "loss_sim", "loss_sig"} <= set(entry) for entry in logged)
+    rates = sorted({group["initial_lr"] for group in trainer.optimizer.param_groups})
+    assert rates == pytest.approx([0.05e-3, 1e-3])
+    vision_group = [g for g in trainer.optimizer.param_groups if g["initial_lr"] < 1e-3]
+    assert sum(p.numel() for g in vision_group for p in g["params"]) == sum(
+        p.numel() for p in model.vision_tower.encoder.layer[1].parameters())
+    assert (tmp_path / "run" / "checkpoint-4").is_dir()
+    args = default_training_arguments(tmp_path / "run", per_device_train_batch_size=2, max_steps=6, logging_steps=2,
+                                      save_steps=2, disable_tqdm=True, use_cpu=True)
+    resumed = build_trainer(TokenOCRModel(tiny_config()), processor, dataset, args)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
+    assert [e["step"] for e in resumed.state.log_history if "loss" in e] == [2, 4, 6]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The commands.
+# ---------------------------------------------------------------------------------------------------------------
+
+def train(argv) -> int:
+    return main(["train", *argv])
+
+
+def error_line(capsys) -> str:
+    """The command's one-line error (the last line of stderr; progress bars of the test's own loads come before)."""
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("tokenocr: error: ") and "Traceback" not in line, line
+    return line
+
+
+def test_train_command_end_to_end(processor, tmp_path, capsys):
+    folder = write_dataset(tmp_path / "data", [make_page(seed, 56, 28, 5) for seed in range(2)])
+    torch.manual_seed(0)
+    TokenOCRModel(tiny_config()).save_pretrained(tmp_path / "start")
+    processor.save_pretrained(tmp_path / "start")
+    argv = ["--model", str(tmp_path / "start"), "--data", str(folder), "--output", str(tmp_path / "out"),
+            "--max-steps", "2", "--batch-size", "2", "--num-workers", "0", "--save-steps", "2", "--cpu"]
+    assert train(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"tokenocr: trained model in {tmp_path / 'out'}"
+    trained = AutoModel.from_pretrained(tmp_path / "out")
+    assert type(trained) is TokenOCRModel
+    assert AutoProcessor.from_pretrained(tmp_path / "out")(text="hello")["input_ids"] == processor(text="hello")["input_ids"]
+    start = dict(TokenOCRModel.from_pretrained(tmp_path / "start").state_dict())
+    changed = [name for name, tensor in trained.state_dict().items() if not torch.equal(tensor, start[name])]
+    assert any(name.startswith("projector.") for name in changed)
+    assert not any(name.startswith("embed_tokens.") for name in changed)  # the original policy keeps it frozen
+
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert train(argv) == 1
+    assert "already exists; choose a new folder, or pass --resume" in error_line(capsys)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
+
+    assert train([*argv[:4], "--output", str(tmp_path / "new"), "--resume"]) == 1
+    assert "holds no checkpoint-* folder" in error_line(capsys)
+    for output in (str(tmp_path / "start"), str(folder), str(tmp_path)):  # an input, or a folder around one
+        assert train([*argv[:4], "--output", output]) == 1
+        assert "--output" in error_line(capsys)
+    assert train(["--model", str(tmp_path / "start"), "--data", str(tmp_path / "nowhere"), "--output",
+                  str(tmp_path / "o")]) == 1
+    assert "nowhere" in error_line(capsys)
+    assert train(["--model", "no such model", "--data", str(folder), "--output", str(tmp_path / "o")]) == 1
+    assert "is not a folder or a hub repo id" in error_line(capsys)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "new").exists()
+
+
+def test_evaluate_command_prints_and_writes_the_figures(processor, tmp_path, capsys):
+    folder = write_dataset(tmp_path / "data", [make_page(seed, 56, 28, 5) for seed in range(3)])
+    torch.manual_seed(0)
+    TokenOCRModel(tiny_config()).save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    argv = ["evaluate", "--model", str(tmp_path / "model"), "--data", str(folder), "--k", "1", "--json",
+            str(tmp_path / "figures.json")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["pages"] == 3 and f"pointing accuracy   {figures['pointing_accuracy']:.4f}" in printed
+    assert main(argv) == 1
+    assert "figures.json' exists" in error_line(capsys)
+    assert json.loads((tmp_path / "figures.json").read_text()) == figures
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "figures.json", "model"]

@@ -1,0 +1,189 @@
+# Copyright 2026 The TokenOCR for Transformers authors.
+# Licensed under the MIT License.
+"""
+The token-mask dataset format: what TokenOCR is trained and evaluated on.
+
+A dataset is a folder::
+
+    my-dataset/
+        metadata.jsonl      one JSON object per page, one per line
+        images/...          the page images (any format Pillow reads)
+        masks/...           the mask maps: single-channel PNG (8 or 16 bit), same size as their image
+
+Each line of `metadata.jsonl`::
+
+    {"image": "images/000000.png",
+     "mask": "masks/000000.png",
+     "text": "the page's text (optional)",
+     "tokens": [{"id": 415, "text": " they", "mask_index": 1},
+                {"id": 262, "text": " ", "mask_index": 57}, ...]}
+
+- `image`, `mask`: paths relative to the folder.
+- The mask map's pixel value is the `mask_index` of the token written there; 0 means no token. A token's mask is
+  the set of pixels equal to its `mask_index`.
+- `tokens`: the supervised tokens of the page, in reading order. `id` is the token id in the model's tokenizer,
+  `text` its text (as the page shows it, a leading space included), `mask_index` its region in the mask map (>= 1).
+  A token id that occurs several times on a page has one entry (and one mask index) per occurrence.
+  Background boxes, regions without text, are entries whose id is the tokenizer's space token and whose text is
+  whitespace (the original "-seg" training). Evaluation skips whitespace-only tokens.
+- `text` (optional): the page's text, used by retrieval evaluation to decide which pages contain a query (without
+  it, the concatenated token texts are used).
+
+[`load_token_mask_dataset`] reads such a folder (or a dataset written by `datasets.Dataset.save_to_disk` with the
+same columns) as a `datasets.Dataset` with columns `image` and `mask` (decoded to PIL images), `tokens` and `text`.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+METADATA_FILE = "metadata.jsonl"
+TOKEN_KEYS = ("id", "text", "mask_index")
+
+
+def _check_record(record, line_number: int, folder: Path) -> dict:
+    """One metadata line, checked and with its paths resolved; errors name the line."""
+    where = f"{folder / METADATA_FILE}, line {line_number}"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+    for key in ("image", "mask", "tokens"):
+        if key not in record:
+            raise ValueError(f"{where}: missing key '{key}'.")
+    if not isinstance(record["tokens"], list):
+        raise ValueError(f"{where}: 'tokens' must be a list.")
+    tokens = []
+    for index, token in enumerate(record["tokens"]):
+        if not isinstance(token, dict) or any(key not in token for key in TOKEN_KEYS):
+            raise ValueError(f"{where}: token {index} must be an object with keys {', '.join(TOKEN_KEYS)}.")
+        if int(token["mask_index"]) < 1:
+            raise ValueError(f"{where}: token {index} has mask_index {token['mask_index']}; mask indices start at 1.")
+        tokens.append({"id": int(token["id"]), "text": str(token["text"]), "mask_index": int(token["mask_index"])})
+    paths = {}
+    for key in ("image", "mask"):
+        path = folder / record[key]
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: {key} file '{path}' does not exist.")
+        paths[key] = str(path)
+    return {**paths, "tokens": tokens, "text": str(record.get("text") or "")}
+
+
+def read_metadata(folder: str | os.PathLike) -> list[dict]:
+    """The checked records of a token-mask dataset folder, paths made absolute."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Dataset folder '{folder}' does not exist.")
+    metadata = folder / METADATA_FILE
+    if not metadata.is_file():
+        raise FileNotFoundError(f"Dataset folder '{folder}' has no {METADATA_FILE}.")
+    records = []
+    for line_number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{metadata}, line {line_number}: not valid JSON ({error.msg}).") from None
+        records.append(_check_record(record, line_number, folder))
+    if not records:
+        raise ValueError(f"{metadata} lists no pages.")
+    return records
+
+
+def dataset_features():
+    """The `datasets.Features` of a token-mask dataset."""
+    import datasets
+
+    token = {"id": datasets.Value("int64"), "text": datasets.Value("string"), "mask_index": datasets.Value("int64")}
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "mask": datasets.Image(),
+            "tokens": datasets.List(token),
+            "text": datasets.Value("string"),
+        }
+    )
+
+
+def load_token_mask_dataset(path: str | os.PathLike):
+    """
+    Load a token-mask dataset as a `datasets.Dataset` (columns `image`, `mask`, `tokens`, `text`).
+
+    Args:
+        path: a folder with `metadata.jsonl` (the format above), or a folder written by `Dataset.save_to_disk`.
+
+    Raises:
+        FileNotFoundError: the folder, its metadata or a file it names does not exist.
+        ValueError: a malformed metadata line (the message names the file and line) or missing columns.
+    """
+    import datasets
+
+    folder = Path(path)
+    if folder.is_dir() and not (folder / METADATA_FILE).exists() and (folder / "state.json").is_file():
+        dataset = datasets.load_from_disk(str(folder))
+        missing = {"image", "mask", "tokens"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(f"Dataset '{folder}' lacks the column(s) {', '.join(sorted(missing))}.")
+        return dataset
+    records = read_metadata(folder)
+    return datasets.Dataset.from_list(records, features=dataset_features())
+
+
+def mask_array(mask) -> np.ndarray:
+    """A mask map (PIL image, path or array) as a 2-D integer array; errors for colour or empty maps."""
+    if isinstance(mask, (str, os.PathLike)):
+        mask = Image.open(mask)
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"A mask map must be single-channel (height, width), got shape {array.shape}.")
+    if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
+        raise ValueError(f"A mask map must hold integers (token mask indices), got {array.dtype}.")
+    return array.astype(np.int64, copy=False)
+
+
+def save_mask(mask: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a mask map as a 16-bit single-channel PNG (mask indices up to 65535)."""
+    mask = np.asarray(mask)
+    if mask.min(initial=0) < 0 or mask.max(initial=0) > 65535:
+        raise ValueError("Mask indices must lie between 0 and 65535 to be stored as a 16-bit PNG.")
+    Image.fromarray(mask.astype(np.uint16)).save(path)
+
+
+class TokenMaskDatasetWriter:
+    """
+    Writes pages in the token-mask format: `writer.add(image, mask, tokens, text)` saves the image and mask under
+    `images/` and `masks/` and appends a line to `metadata.jsonl`. Use as a context manager. `folder` must be new or
+    empty: nothing already there is ever overwritten.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
+            raise FileExistsError(f"'{self.folder}' already exists and is not an empty folder.")
+        (self.folder / "images").mkdir(parents=True, exist_ok=True)
+        (self.folder / "masks").mkdir(parents=True, exist_ok=True)
+        self._metadata = open(self.folder / METADATA_FILE, "x", encoding="utf-8")
+        self.count = 0
+
+    def add(self, image: Image.Image, mask: np.ndarray, tokens: list[dict], text: str = "") -> dict:
+        if (mask.shape[1], mask.shape[0]) != image.size:
+            raise ValueError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.width}x{image.height}.")
+        name = f"{self.count:06d}.png"
+        image.save(self.folder / "images" / name)
+        save_mask(mask, self.folder / "masks" / name)
+        record = {"image": f"images/{name}", "mask": f"masks/{name}", "text": text, "tokens": tokens}
+        self._metadata.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.count += 1
+        return record
+
+    def close(self):
+        self._metadata.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

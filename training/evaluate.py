@@ -1,0 +1,214 @@
+# Copyright 2026 The TokenOCR for Transformers authors.
+# Licensed under the MIT License.
+"""
+Evaluation on a token-mask dataset: how well a model's per-token similarity maps find the tokens of a page.
+
+For every page and every distinct token id on it (whitespace-only tokens, i.e. background boxes, left out), the
+token's map is the stitched cosine-similarity map (thumbnail left out) resized bilinearly to the page, exactly as
+the `token-similarity` pipeline makes it, and the token's ground truth is the union of the masks of all its
+occurrences on the page.
+
+- **Pointing accuracy**: the share of (page, token) pairs whose map reaches its maximum inside the ground truth.
+- **Mask IoU**: the map `> threshold` against the ground truth, intersection over union, averaged over pairs.
+- **Precision / recall / F1** (text segmentation): pixel counts summed over all pairs, then
+  `precision = |pred & truth| / |pred|`, `recall = |pred & truth| / |truth|` and their harmonic mean.
+- **Retrieval precision@k**: queries are words of the pages (letters only, at least 3); a page contains a query when
+  the word is among its words (the page's `text`, or its joined token texts). Each query is tokenised with the query
+  rule, pages are ranked by relevance (the mean over the query's tokens of each token's best similarity on the
+  page, the pipeline's `relevance_score`), and precision@k is the share of the k best pages that contain the
+  query. Only words found on at least k pages and missing from at least one are used.
+"""
+
+import math
+import random
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..processing.image_processing_tokenocr import to_rgb_image
+from ..processing.processing_tokenocr import stitch_tiles
+from .data import mask_array
+
+
+def pointing_hit(token_map: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether `token_map` reaches its maximum (first one, row-major) inside the boolean mask `truth`."""
+    return bool(truth.flat[int(np.argmax(token_map))])
+
+
+def mask_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(predicted, truth).sum()
+    return float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
+
+
+def precision_recall_f1(intersection: float, predicted: float, truth: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 from pixel counts (0 where undefined)."""
+    precision = intersection / predicted if predicted else 0.0
+    recall = intersection / truth if truth else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def precision_at_k(scores, relevant, k: int) -> float:
+    """The share of the `k` highest-scoring items (stable order on ties) that are relevant."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+    return float(np.asarray(relevant, dtype=bool)[order].sum() / k)
+
+
+@dataclass
+class EvaluationResult:
+    """Figures of [`evaluate_model`] (see the module docstring); `to_dict()` for JSON."""
+
+    pages: int = 0
+    tokens: int = 0
+    threshold: float = 0.2
+    pointing_accuracy: float = float("nan")
+    mean_iou: float = float("nan")
+    precision: float = float("nan")
+    recall: float = float("nan")
+    f1: float = float("nan")
+    retrieval_queries: int = 0
+    retrieval_k: int = 5
+    precision_at_1: float = float("nan")
+    precision_at_k: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def report(self) -> str:
+        """The figures as a few human-readable lines."""
+        return "\n".join(
+            [
+                f"pages {self.pages}, (page, token) pairs {self.tokens}, threshold {self.threshold}",
+                f"pointing accuracy   {self.pointing_accuracy:.4f}",
+                f"mean mask IoU       {self.mean_iou:.4f}",
+                f"precision / recall  {self.precision:.4f} / {self.recall:.4f}   F1 {self.f1:.4f}",
+                f"retrieval ({self.retrieval_queries} queries)  P@1 {self.precision_at_1:.4f}   "
+                f"P@{self.retrieval_k} {self.precision_at_k:.4f}",
+            ]
+        )
+
+
+def page_words(example: dict) -> set[str]:
+    """The words (letters only, at least 3) of a page: from its `text`, else from its joined token texts."""
+    text = example.get("text") or "".join(token["text"] for token in example["tokens"])
+    return set(re.findall(r"[A-Za-z]{3,}", text))
+
+
+def choose_queries(pages_words: list[set[str]], k: int, count: int, seed: int = 0) -> list[str]:
+    """Up to `count` words found on at least `k` pages and missing from at least one, chosen with `seed`."""
+    counts = {}
+    for words in pages_words:
+        for word in words:
+            counts[word] = counts.get(word, 0) + 1
+    eligible = sorted(word for word, n in counts.items() if k <= n < len(pages_words))
+    return sorted(random.Random(seed).sample(eligible, min(count, len(eligible))))
+
+
+@torch.no_grad()
+def page_maps(model, processor, image, token_ids: list[int], max_tiles=None, tiles_per_batch: int = 8):
+    """`(tokens, rows * side, cols * side)` stitched similarity maps of `token_ids` on `image` (no thumbnail)."""
+    tiling = {"use_thumbnail": False, **({"max_tiles": max_tiles} if max_tiles is not None else {})}
+    tiles = processor.image_processor(image, return_tensors="pt", **tiling)
+    cols, rows = tiles["grid_cols_rows"][0].tolist()
+    ids = torch.tensor([token_ids], device=model.device)
+    dtype = next(model.parameters()).dtype
+    pieces = [
+        model.get_similarity(tiles["pixel_values"][start : start + tiles_per_batch].to(model.device, dtype), ids)[0]
+        for start in range(0, cols * rows, tiles_per_batch)
+    ]
+    return stitch_tiles(torch.cat(pieces, dim=1).float().cpu(), (cols, rows))
+
+
+def resize_maps(maps: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Maps resized to the page (bilinear, `align_corners=False`), as the pipeline resizes them."""
+    resized = torch.nn.functional.interpolate(maps[:, None], size=(height, width), mode="bilinear", align_corners=False)
+    return resized[:, 0].numpy()
+
+
+def score_page(maps: np.ndarray, truths: list[np.ndarray], threshold: float) -> dict:
+    """Pointing hits, IoUs and pixel counts of one page's token maps against their ground truths."""
+    stats = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0}
+    for token_map, truth in zip(maps, truths):
+        predicted = token_map > threshold
+        stats["hits"] += pointing_hit(token_map, truth)
+        stats["ious"].append(mask_iou(predicted, truth))
+        stats["intersection"] += int(np.logical_and(predicted, truth).sum())
+        stats["predicted"] += int(predicted.sum())
+        stats["truth"] += int(truth.sum())
+    return stats
+
+
+def evaluate_page(model, processor, example: dict, query_ids: list[list[int]], threshold: float, max_tiles=None,
+                  tiles_per_batch: int = 8, index: int = 0) -> tuple[dict, list[float]]:
+    """One page: its segmentation statistics and the relevance of each query."""
+    image = to_rgb_image(example["image"], index)
+    mask = mask_array(example["mask"])
+    by_id = {}
+    for token in example["tokens"]:
+        if token["text"].strip():
+            by_id.setdefault(int(token["id"]), []).append(int(token["mask_index"]))
+    page_ids = sorted(by_id)
+    query_set = sorted({i for ids in query_ids for i in ids} - set(page_ids))
+    all_ids = page_ids + query_set
+    if not all_ids:
+        return score_page(np.zeros((0, 1, 1)), [], threshold), []
+    maps = page_maps(model, processor, image, all_ids, max_tiles, tiles_per_batch)
+    best = dict(zip(all_ids, maps.flatten(1).max(dim=1).values.tolist()))
+    truths = [np.isin(mask, by_id[i]) for i in page_ids]
+    stats = score_page(resize_maps(maps[: len(page_ids)], image.height, image.width), truths, threshold)
+    relevance = [float(np.mean([best[i] for i in ids])) for ids in query_ids]
+    return stats, relevance
+
+
+def evaluate_model(model, processor, dataset, threshold: float = 0.2, k: int = 5, num_queries: int = 100,
+                   max_tiles=None, tiles_per_batch: int = 8, seed: int = 0, progress=None) -> EvaluationResult:
+    r"""
+    Evaluate a `TokenOCRModel` on a token-mask dataset (a `datasets.Dataset` or a list of examples).
+
+    Args:
+        threshold: mask threshold on the cosine similarity (the pipeline's default 0.2).
+        k: the k of retrieval precision@k; num_queries: how many query words (fewer if fewer qualify).
+        max_tiles: tiling limit (the processor's by default); tiles_per_batch: tiles per vision-tower forward.
+        progress: optional wrapper of the page iterator (e.g. `tqdm`).
+    """
+    model.eval()
+    examples = [dataset[i] for i in range(len(dataset))] if not isinstance(dataset, list) else dataset
+    queries = choose_queries([page_words(example) for example in examples], k, num_queries, seed)
+    query_ids = [processor(text=query)["input_ids"] for query in queries]
+    totals = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0}
+    relevance = []
+    pages = progress(range(len(examples))) if progress else range(len(examples))
+    for index in pages:
+        stats, scores = evaluate_page(model, processor, examples[index], query_ids, threshold, max_tiles,
+                                      tiles_per_batch, index)
+        for key in ("hits", "intersection", "predicted", "truth"):
+            totals[key] += stats[key]
+        totals["ious"].extend(stats["ious"])
+        relevance.append(scores)
+    return summarize(totals, relevance, queries, examples, threshold, k)
+
+
+def summarize(totals, relevance, queries, examples, threshold, k) -> EvaluationResult:
+    """Turn accumulated page statistics and query relevances into an `EvaluationResult`."""
+    count = len(totals["ious"])
+    precision, recall, f1 = precision_recall_f1(totals["intersection"], totals["predicted"], totals["truth"])
+    result = EvaluationResult(
+        pages=len(examples), tokens=count, threshold=threshold, retrieval_queries=len(queries), retrieval_k=k,
+        pointing_accuracy=totals["hits"] / count if count else math.nan,
+        mean_iou=float(np.mean(totals["ious"])) if count else math.nan,
+        precision=precision, recall=recall, f1=f1,
+    )
+    if queries:
+        words = [page_words(example) for example in examples]
+        scores = np.asarray(relevance)  # (pages, queries)
+        at_1, at_k = [], []
+        for column, query in enumerate(queries):
+            relevant = [query in page for page in words]
+            at_1.append(precision_at_k(scores[:, column], relevant, 1))
+            at_k.append(precision_at_k(scores[:, column], relevant, k))
+        result.precision_at_1, result.precision_at_k = float(np.mean(at_1)), float(np.mean(at_k))
+    return result
