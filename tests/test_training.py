@@ -407,6 +407,9 @@ def test_train_command_end_to_end(processor, tmp_path, capsys):
     assert train(["--model", str(tmp_path / "start"), "--data", str(tmp_path / "nowhere"), "--output",
                   str(tmp_path / "o")]) == 1
     assert "nowhere" in error_line(capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        train([*argv, "--num-workers", "-1"])
+    assert exit_info.value.code == 2 and "expected a non-negative integer, got '-1'" in error_line(capsys)
     assert train(["--model", "no such model", "--data", str(folder), "--output", str(tmp_path / "o")]) == 1
     assert "is not a folder or a hub repo id" in error_line(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "new").exists()

@@ -66,6 +66,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -124,7 +134,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "vision = the whole vision side; all = everything, the embedding table included")
     parser.add_argument("--vision-lr-scale", type=_non_negative_float, default=0.05, metavar="F",
                         help="learning-rate factor of the trained vision-tower parameters (default: 0.05)")
-    parser.add_argument("--unfrozen-vision-layers", type=int, default=1, metavar="N",
+    parser.add_argument("--unfrozen-vision-layers", type=_non_negative_int, default=1, metavar="N",
                         help="vision blocks the original policy trains, counted from the last (default: 1)")
     parser.add_argument("--epochs", type=_non_negative_float, default=1.0, help="training epochs (default: 1)")
     parser.add_argument("--max-steps", type=_positive_int, default=-1, metavar="N",
@@ -148,7 +158,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights of loss_seg, loss_sim and loss_sig (default: 1 1 1, the original sum)")
     parser.add_argument("--save-steps", type=_positive_int, default=500, metavar="N", help="checkpoint every N steps (default: 500)")
     parser.add_argument("--logging-steps", type=_positive_int, default=10, metavar="N", help="log every N steps (default: 10)")
-    parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="data-loading processes (default: 2)")
+    parser.add_argument("--num-workers", type=_non_negative_int, default=2, metavar="N", help="data-loading processes (default: 2)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
@@ -164,7 +174,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
                         help=f"mask threshold on the cosine similarity (default: {DEFAULT_THRESHOLD})")
     parser.add_argument("--k", type=_positive_int, default=5, help="k of retrieval precision@k (default: 5)")
-    parser.add_argument("--num-queries", type=int, default=100, metavar="N", help="retrieval queries (default: 100)")
+    parser.add_argument("--num-queries", type=_non_negative_int, default=100, metavar="N", help="retrieval queries (default: 100)")
     parser.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="evaluate the first N pages")
     parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per page (default: the processor's)")
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
