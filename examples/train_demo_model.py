@@ -76,6 +76,7 @@ def main(argv=None):
     trainer = build_trainer(
         model.train(), processor, train_pages, recipe.demo_training_arguments(args.work / "checkpoints"),
         policy=recipe.POLICY, vision_lr_scale=1.0, use_thumbnail=False, merge_repeated_tokens=True,
+        loss_weights=recipe.LOSS_WEIGHTS,
     )
     started = time.time()
     trainer.train(resume_from_checkpoint=any((args.work / "checkpoints").glob("checkpoint-*")) or None)

@@ -8,6 +8,10 @@ import tempfile
 from pathlib import Path
 
 
+# Pieces every tokenizer trained here has before any character: <unk>, <s>, </s> and the 256 byte pieces.
+BYTE_FALLBACK_LAYOUT = 3 + 256
+
+
 def train_sentencepiece(texts, vocab_size: int = 512) -> bytes:
     r"""
     A SentencePiece BPE model (the bytes of `tokenizer.model`) trained on `texts`, with the original tokenizer's
@@ -16,22 +20,21 @@ def train_sentencepiece(texts, vocab_size: int = 512) -> bytes:
 
     Args:
         texts (iterable of `str`): training sentences; give them the leading space that pages and queries get.
-        vocab_size (`int`): total vocabulary, byte pieces and specials included (at least 300).
+        vocab_size (`int`): total vocabulary, byte pieces and specials included: at least `BYTE_FALLBACK_LAYOUT` plus
+            the number of distinct characters of `texts` (exactly that gives a character-level tokenizer).
     """
     try:
         import sentencepiece as spm
     except ImportError as error:
         raise ImportError("Training a tokenizer needs sentencepiece: pip install 'tokenocr[dev]'") from error
-    if vocab_size < 300:
-        raise ValueError(f"vocab_size must be at least 300 (3 specials + 256 byte pieces + pieces), got {vocab_size}.")
     texts = [text for text in texts if text.strip()]
     if not texts:
         raise ValueError("No text to train the tokenizer on.")
     characters = len(set("".join(texts)))  # every character gets a piece (full coverage)
-    if vocab_size < 259 + characters:
+    if vocab_size < BYTE_FALLBACK_LAYOUT + characters:
         raise ValueError(
             f"vocab_size {vocab_size} is too small for the {characters} distinct characters of the texts: it needs at "
-            f"least {259 + characters} (3 specials, 256 byte pieces, one piece per character)."
+            f"least {BYTE_FALLBACK_LAYOUT + characters} (3 specials, 256 byte pieces, one piece per character)."
         )
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
