@@ -14,7 +14,7 @@ does not yet reach the accuracy a bundled default model needs; see the README's 
    trained but the token-embedding table (policy `vision`), which stays at its random initialisation: a fixed set
    of target vectors, as the released models keep their language model's table frozen.
 4. Training: the original objective on transformers' `Trainer` (`demo_training_arguments()`) with `loss_seg`
-   weighted by 30 (`LOSS_WEIGHTS`), each repeated token id of a page supervised once with the union of its masks
+   weighted by 100 (`LOSS_WEIGHTS`), each repeated token id of a page supervised once with the union of its masks
    (`merge_repeated_tokens`), thumbnails left out.
 """
 
@@ -35,10 +35,10 @@ MODEL_SEED = 0
 TILE_SIZE = 112
 MAX_TILES = 4
 POLICY = "vision"
-MAX_STEPS = 2500
+MAX_STEPS = 3500
 BATCH_SIZE = 8
 LEARNING_RATE = 2e-3
-LOSS_WEIGHTS = (30.0, 1.0, 1.0)  # seg, sim, sig: loss_seg, the only per-location term, weighted up
+LOSS_WEIGHTS = (100.0, 1.0, 1.0)  # seg, sim, sig: loss_seg, the only per-location term, weighted up
 
 
 def demo_style() -> PageStyle:
