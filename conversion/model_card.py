@@ -127,6 +127,39 @@ def render_card(
     return path
 
 
+TRAINED_CARD = "TokenOCR-trained"
+
+
+def render_trained_card(
+    config, processor, folder: Path, training: list[str], evaluation: str | None = None,
+    title: str = "TokenOCR (fine-tuned)", base_model: str | None = None,
+) -> Path:
+    """
+    Write `folder/README.md` for a model trained with `tokenocr train`: `training` is a list of facts (one bullet
+    each: data, steps, time, objective), `evaluation` a Markdown block of figures (or `None`: not evaluated).
+    Returns the card's path.
+    """
+    if not config.is_internvit:
+        raise CardError("trained-model cards describe the tiled (InternViT) models only")
+    values = dict(
+        title=title,
+        base_model_line=f"base_model: {base_model}\n" if base_model and "/" in base_model else "",
+        training="\n".join(f"- {fact}" for fact in training),
+        evaluation=evaluation or "Not evaluated: run `tokenocr evaluate --model THIS_FOLDER --data DATASET`.",
+        threshold=f"{processor.image_processor.mask_threshold:g}",
+        hidden_size=config.hidden_size,
+        vocab_size=config.vocab_size,
+        **_tower_values(config, processor),
+    )
+    try:
+        card = _template(f"{TRAINED_CARD}.md").substitute(values)
+    except (KeyError, ValueError) as error:
+        raise CardError(f"model-card template '{TRAINED_CARD}' has an unknown or malformed placeholder: {error}") from None
+    path = Path(folder) / "README.md"
+    path.write_text(card, encoding="utf-8")
+    return path
+
+
 __all__ = [
     "CardError",
     "EXAMPLE_PAGE",
@@ -135,5 +168,6 @@ __all__ = [
     "SAMPLE_QUERY",
     "default_space_id",
     "render_card",
+    "render_trained_card",
     "widget_metadata",
 ]

@@ -21,8 +21,8 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 )
 
 from .settings_tokenocr import (
-    DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, MAX_TILES, MIN_TILES, RESNET_STRIDE, UPSAMPLING, check_max_side, check_tiles,
-    parse_pages,
+    DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_TILES, MIN_TILES, RESNET_STRIDE, UPSAMPLING,
+    check_max_side, check_threshold, check_tiles, parse_pages,
 )
 
 
@@ -312,11 +312,16 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         max_side (`int`, *optional*, defaults to 2048): without tiling, the longest side an image is given at;
             larger images are scaled down to it (aspect ratio kept), which bounds time and memory on very large
             pages. `None` gives every image at its own size, as the original does.
+        mask_threshold (`float`, *optional*, defaults to 0.2): the model's mask threshold on the cosine similarity,
+            the default of the pipeline, the command line and the demo for this model. The released models keep
+            the original's 0.2; a trained model stores the threshold chosen on its validation pages.
         resample, image_mean, image_std: as in transformers' image processors (bicubic, ImageNet mean and std).
     """
 
     valid_kwargs = TokenOCRImageProcessorKwargs
-    model_input_names = ["pixel_values"]
+    # Everything `preprocess` returns: the model's inputs (`pixel_values`, and `pixel_sizes` without tiling) and the
+    # per-image bookkeeping that post-processing needs.
+    model_input_names = ["pixel_values", "pixel_sizes", "grid_cols_rows", "num_tiles", "image_sizes", "map_sizes"]
     size = {"height": 448, "width": 448}
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
@@ -329,6 +334,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
     apply_exif_orientation = True
     do_tiling = True
     max_side = DEFAULT_MAX_SIDE
+    mask_threshold = DEFAULT_THRESHOLD
 
     def __init__(self, size: dict[str, int] | int | None = None, **kwargs):
         # Configs saved by older versions may carry the base class's private bookkeeping (`_valid_kwargs_names`,
@@ -341,6 +347,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         super().__init__(**({"size": size} if size is not None else {}), **kwargs)
         check_tiles(self.min_tiles, self.max_tiles)
         check_max_side(self.max_side)
+        self.mask_threshold = check_threshold(self.mask_threshold)
 
     def get_grid(self, height: int, width: int, min_tiles: int | None = None, max_tiles: int | None = None):
         """The `(cols, rows)` tile grid chosen for an image of `height x width` pixels."""

@@ -14,7 +14,6 @@ from .processing_tokenocr import stitch_tiles, whole_image_map
 from .settings_tokenocr import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PDF_DPI,
-    DEFAULT_THRESHOLD,
     LOCATIONS_PER_CHUNK,
     MAX_VISUAL_SIDE,
     check_queries,
@@ -149,7 +148,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
     list of images, `top_k=k` instead returns, per query, the `k` images with the highest relevance
     ([`relevance_score`]: the mean of the query's token scores) as dicts `{"image_index", "relevance", "tokens"}`.
 
-    Other arguments: `threshold` (mask threshold on the cosine similarity, default 0.2, the original's),
+    Other arguments: `threshold` (mask threshold on the cosine similarity, default the model's own `image_processor.mask_threshold`:
+    0.2, the original's, for the released models),
     `max_tiles`/`min_tiles` (tiling limits), `pages` (`"1-3,7"`) and `dpi` for PDFs, and transformers' usual
     `batch_size` (tiles per vision-tower forward, default 4; tiles of consecutive images share a forward). The vision
     tower runs once per tile whatever the number of queries, thumbnails are not computed, and the projector and the
@@ -273,7 +273,9 @@ class TokenSimilarityPipeline(ChunkPipeline):
         outputs.update({key: model_inputs[key] for key in ("is_last", "image", "grid", "map_size", "page")})
         return outputs
 
-    def postprocess(self, model_outputs, query_ids=None, threshold=DEFAULT_THRESHOLD, return_visuals=True):
+    def postprocess(self, model_outputs, query_ids=None, threshold=None, return_visuals=True):
+        if threshold is None:  # the model's own (stored with its image processor; 0.2 for the released models)
+            threshold = self.processor.image_processor.mask_threshold
         image, grid, page = model_outputs[-1]["image"], model_outputs[-1]["grid"], model_outputs[-1]["page"]
         similarity = torch.cat([output["similarity"] for output in model_outputs])  # (tiles, queries, tokens, L)
         if model_outputs[-1].get("map_size") is not None:  # one whole image (ResNet variant)

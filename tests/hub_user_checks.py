@@ -26,7 +26,7 @@ def fixture_report(repo: str, fixtures: str) -> dict:
         expected = np.load(f"{fixtures}/expected/{image[:-4]}.npz")
         inputs = processor(images=f"{fixtures}/inputs/{image}", return_tensors="pt")
         with torch.no_grad():
-            features = model.get_image_features(inputs["pixel_values"])
+            features = model.get_image_features(inputs["pixel_values"]).pooler_output
         report["features"] = max(report["features"], float(np.abs(features.numpy() - expected["features"]).max()))
         for index, query in enumerate(manifest["queries"]):
             text = processor(text=query, return_tensors="pt")
@@ -81,3 +81,14 @@ def run_code(code: str) -> dict:
     with contextlib.redirect_stdout(printed):
         exec(compile(code, "<code block>", "exec"), {"__name__": "__main__"})
     return {"printed": printed.getvalue()}
+
+
+def trained_folder_report(folder: str, image: str, query: str) -> dict:
+    """`pipeline("token-similarity")` from a trained folder's own remote code: classes, threshold and token maps."""
+    from transformers import pipeline
+
+    finder = pipeline("token-similarity", model=folder, trust_remote_code=True)
+    tokens = finder(image, query, return_visuals=False)
+    return {"model_module": type(finder.model).__module__, "threshold": finder.processor.image_processor.mask_threshold,
+            "tokens": [token["token_id"] for token in tokens],
+            "maps": [token["similarity"].tolist() for token in tokens]}

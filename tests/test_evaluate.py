@@ -1,6 +1,8 @@
 """Evaluation metrics on crafted maps whose answers are known."""
 
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +11,16 @@ from PIL import Image
 from tokenocr import TokenOCRImageProcessor, TokenOCRProcessor
 from tokenocr.conversion import convert_tokenizer
 from tokenocr.training.evaluate import (
+    THRESHOLDS,
     choose_queries,
     evaluate_model,
+    histogram_auc,
+    iou_curve,
     mask_iou,
     pointing_hit,
     precision_at_k,
     precision_recall_f1,
+    value_histograms,
 )
 
 from fixture_cases import FIXTURES
@@ -39,6 +45,26 @@ def test_mask_iou_and_f1():
     assert precision_recall_f1(3, 4, 6) == pytest.approx((0.75, 0.5, 0.6))
     assert precision_recall_f1(0, 0, 6) == (0.0, 0.0, 0.0)
     assert mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
+
+
+def test_map_auc_from_histograms():
+    token_map = np.array([[0.5, 0.6, 0.1, 0.55]])
+    truth = np.array([[True, True, False, False]])
+    # Positive/negative pairs ranked right: (0.5, 0.1), (0.6, 0.1), (0.6, 0.55); wrong: (0.5, 0.55).
+    assert histogram_auc(*value_histograms(token_map, truth)) == pytest.approx(0.75)
+    tied = np.array([[0.3, 0.3]])
+    assert histogram_auc(*value_histograms(tied, np.array([[True, False]]))) == pytest.approx(0.5)
+    assert np.isnan(histogram_auc(*value_histograms(tied, np.array([[True, True]]))))  # no negatives
+
+
+def test_iou_curve_over_thresholds():
+    token_map = np.array([[0.3, 0.5, 0.4]])
+    truth = np.array([[True, True, False]])
+    curve = dict(zip(THRESHOLDS, iou_curve(*value_histograms(token_map, truth))))
+    assert curve[0.25] == pytest.approx(2 / 3)   # all three predicted, two of them true
+    assert curve[0.35] == pytest.approx(1 / 3)   # 0.5 and 0.4 predicted: one true, union 3
+    assert curve[0.45] == pytest.approx(1 / 2)   # only 0.5: one true of two
+    assert curve[0.55] == 0.0
 
 
 def test_precision_at_k():
@@ -104,3 +130,13 @@ def test_evaluation_on_crafted_maps():
     precision, recall = (32 + 1 + 40) / (32 + 13 + 40), (32 + 1 + 40) / (32 + 32 + 40)
     assert result.precision == pytest.approx(precision) and result.recall == pytest.approx(recall)
     assert result.f1 == pytest.approx(2 * precision * recall / (precision + recall))
+
+    # Threshold-free figures: the perfect maps rank every truth pixel first; the wrong one mostly ties at -1.
+    auc_wrong = (1524 + 31 * 0.5 * 1524) / (32 * 1536)
+    assert result.map_auc == pytest.approx((1.0 + auc_wrong + 1.0) / 3)
+    assert result.best_threshold == 0.0 and result.best_mean_iou == pytest.approx((2.0 + 1 / 44) / 3)
+    # No query qualifies on two pages: the figures say why, and JSON has null, not NaN.
+    assert result.retrieval_queries == 0 and "no queries (a query word must appear on at least k=5" in result.report()
+    figures = result.to_dict()
+    assert figures["precision_at_1"] is None and "extra" not in figures
+    json.dumps(figures, allow_nan=False)

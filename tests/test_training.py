@@ -17,11 +17,14 @@ from tokenocr.conversion import convert_tokenizer
 from tokenocr.modeling import TokenOCRConfig, TokenOCRForTokenAlignment, TokenOCRModel
 from tokenocr.modeling.modeling_tokenocr import masks_on_feature_grid
 from tokenocr.cli import main
+from tokenocr.loading import load_pipeline
 from tokenocr.training.collator import TokenMaskCollator, tile_token_masks
 from tokenocr.training.data import TokenMaskDatasetWriter, load_token_mask_dataset
+from tokenocr.training.evaluate import evaluate_model
 from tokenocr.training.train import apply_training_policy, build_trainer, default_training_arguments
 
 from fixture_cases import FIXTURES
+from hub_cache import report_as_hub_user
 
 
 ROOT = Path(__file__).parents[1]
@@ -56,11 +59,12 @@ def log_sigmoid(x):
     return -math.log(1.0 + math.exp(-x))
 
 
-def hand_losses(features, embeddings, ids, valid, masks, tiles_of, scale, bias):
-    """The three components as the issue states them, one loop per sum."""
+def hand_losses(features, embeddings, ids, valid, masks, tiles_of, scale, bias, seg_scale=10.0, seg_bias=-5.0):
+    """The four components as the authors' code (sim, l2, sig) and our docstring (seg) state them, one loop per sum."""
     per_image = []
     for image, tiles in enumerate(tiles_of):
-        terms = [bce_with_logits(cosine(features[t, l], embeddings[image][k]), float(masks[t][k][l]))
+        terms = [bce_with_logits(seg_scale * cosine(features[t, l], embeddings[image][k]) + seg_bias,
+                                 float(masks[t][k][l]))
                  for t in tiles for k in range(len(ids[image])) if valid[image][k] for l in range(features.shape[1])]
         per_image.append(sum(terms) / len(terms))
     loss_seg = sum(per_image) / len(per_image)
@@ -72,12 +76,13 @@ def hand_losses(features, embeddings, ids, valid, masks, tiles_of, scale, bias):
                 v = sum(features[t, l] for t, l in locations) / len(locations)
                 present.append((ids[image][k], embeddings[image][k], v))
     loss_sim = sum(1 - cosine(v, e) for _, e, v in present) / len(present)
+    loss_l2 = sum(math.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(v, e))) for _, e, v in present) / len(present)
     loss_sig = 0.0
     for id_i, e_i, _ in present:
         for id_j, _, v_j in present:
             z = 1.0 if id_i == id_j else -1.0
             loss_sig -= log_sigmoid(z * (cosine(e_i, v_j) * math.exp(scale) + bias))
-    return loss_seg, loss_sim, loss_sig / len(present)
+    return loss_seg, loss_sim, loss_l2, loss_sig / len(present)
 
 
 def tiny_case():
@@ -106,15 +111,59 @@ def test_each_loss_component_equals_the_hand_computed_reference(fixed_bias):
     table = model.tokenocr.embed_tokens.weight.detach()
     embeddings = [[table[i] for i in row] for row in input_ids.tolist()]
     bias = -3.0 if fixed_bias is None else fixed_bias
-    seg, sim, sig = hand_losses(features, embeddings, input_ids.tolist(), attention_mask.tolist(),
-                                masks.tolist(), [[0], [1, 2]], LN10 + 0.1, bias)
+    seg, sim, l2, sig = hand_losses(features, embeddings, input_ids.tolist(), attention_mask.tolist(),
+                                    masks.tolist(), [[0], [1, 2]], LN10 + 0.1, bias)
     assert out.loss_seg.item() == pytest.approx(seg, rel=1e-5)
     assert out.loss_sim.item() == pytest.approx(sim, rel=1e-5)
+    assert out.loss_l2.item() == pytest.approx(l2, rel=1e-5)
     assert out.loss_sig.item() == pytest.approx(sig, rel=1e-5)
-    assert out.loss.item() == pytest.approx(seg + sim + sig, rel=1e-5)
+    # The default objective is the authors': loss_sim + loss_l2 + loss_sig; loss_seg is logged only.
+    assert out.loss.item() == pytest.approx(sim + l2 + sig, rel=1e-5)
     assert out.similarity.shape == (3, 3, 4)
     assert out.similarity[2, 1, 3].item() == pytest.approx(cosine(features[2, 3], embeddings[1][1]), rel=1e-5)
-    assert set(out.keys()) >= {"loss", "loss_seg", "loss_sim", "loss_sig"}
+    assert set(out.keys()) >= {"loss", "loss_seg", "loss_sim", "loss_l2", "loss_sig"}
+
+
+def test_loss_weights_and_the_seg_temperature_follow_their_formulas():
+    features, input_ids, attention_mask, masks = tiny_case()
+    model = TokenOCRForTokenAlignment(
+        tiny_config(), loss_weights={"seg": 2.0, "l2": 0.0, "sig": 0.5}, seg_logit_scale=3.0, seg_logit_bias=0.5
+    )
+    inputs = dict(image_embeds=features, input_ids=input_ids, attention_mask=attention_mask,
+                  num_tiles=torch.tensor([1, 2]), token_masks=masks.reshape(3, 3, 2, 2))
+    out = model(**inputs)
+    table = model.tokenocr.embed_tokens.weight.detach()
+    embeddings = [[table[i] for i in row] for row in input_ids.tolist()]
+    seg, sim, l2, sig = hand_losses(features, embeddings, input_ids.tolist(), attention_mask.tolist(), masks.tolist(),
+                                    [[0], [1, 2]], model.tokenocr.logit_scale.item(), -8.9375, seg_scale=3.0,
+                                    seg_bias=0.5)
+    assert out.loss_seg.item() == pytest.approx(seg, rel=1e-5)
+    assert out.loss.item() == pytest.approx(2.0 * seg + sim + 0.5 * sig, rel=1e-5)
+    # The raw cosine of earlier versions is scale 1, bias 0.
+    raw = hand_losses(features, embeddings, input_ids.tolist(), attention_mask.tolist(), masks.tolist(), [[0], [1, 2]],
+                      model.tokenocr.logit_scale.item(), -8.9375, seg_scale=1.0, seg_bias=0.0)[0]
+    model.configure_loss(seg_logit_scale=1.0, seg_logit_bias=0.0)
+    assert model(**inputs).loss_seg.item() == pytest.approx(raw, rel=1e-5)
+
+
+def test_a_learned_seg_temperature_trains_and_bad_settings_are_refused():
+    features, input_ids, attention_mask, masks = tiny_case()
+    model = TokenOCRForTokenAlignment(tiny_config(), loss_weights={"seg": 1.0}, learn_seg_temperature=True)
+    assert {"seg_logit_scale_log", "seg_logit_bias"} <= {name for name, _ in model.named_parameters()}
+    assert model.seg_logit_scale_log.exp().item() == pytest.approx(10.0) and model.seg_logit_bias.item() == -5.0
+    out = model(image_embeds=features, input_ids=input_ids, attention_mask=attention_mask,
+                num_tiles=torch.tensor([1, 2]), token_masks=masks.reshape(3, 3, 2, 2))
+    out.loss.backward()
+    assert model.seg_logit_scale_log.grad is not None and model.seg_logit_scale_log.grad.abs() > 0
+    assert model.seg_logit_bias.grad.abs() > 0
+    # A fixed temperature is no parameter, and the saved model never carries it.
+    fixed = TokenOCRForTokenAlignment(tiny_config())
+    assert not any("seg_logit" in name for name, _ in fixed.named_parameters())
+    assert not any("seg_logit" in name for name in fixed.state_dict())
+    for bad in ({"loss_weights": {"dice": 1.0}}, {"loss_weights": {"sim": -1.0}}, {"seg_logit_scale": 0.0},
+                {"seg_logit_bias": float("nan")}):
+        with pytest.raises(ValueError):
+            TokenOCRForTokenAlignment(tiny_config(), **bad)
 
 
 def test_masks_at_another_resolution_are_resized_bilinearly_and_binarised():
@@ -347,7 +396,7 @@ def test_trainer_logs_each_component_uses_lr_groups_and_resumes(processor, tmp_p
     trainer = build_trainer(model, processor, dataset, args, policy="original", vision_lr_scale=0.05)
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert len(logged) == 2 and all({"loss_seg", "loss_sim", "loss_sig"} <= set(entry) for entry in logged)
+    assert len(logged) == 2 and all({"loss_seg", "loss_sim", "loss_l2", "loss_sig"} <= set(entry) for entry in logged)
     rates = sorted({group["initial_lr"] for group in trainer.optimizer.param_groups})
     assert rates == pytest.approx([0.05e-3, 1e-3])
     vision_group = [g for g in trainer.optimizer.param_groups if g["initial_lr"] < 1e-3]
@@ -393,6 +442,18 @@ def test_train_command_end_to_end(processor, tmp_path, capsys):
     changed = [name for name, tensor in trained.state_dict().items() if not torch.equal(tensor, start[name])]
     assert any(name.startswith("projector.") for name in changed)
     assert not any(name.startswith("embed_tokens.") for name in changed)  # the original policy keeps it frozen
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "2 optimizer steps" in card and "loss weights: seg 0, sim 1, l2 1, sig 1" in card
+
+    # The output and each checkpoint are model folders: a hub user (transformers alone) runs them from their own code.
+    Image.new("RGB", (56, 28), "white").save(tmp_path / "page.png")
+    installed = load_pipeline(str(tmp_path / "out"))(str(tmp_path / "page.png"), "hello", return_visuals=False)
+    for model_folder in (tmp_path / "out", tmp_path / "out" / "checkpoint-2"):
+        report = report_as_hub_user("trained_folder_report", [model_folder, tmp_path / "page.png", "hello"],
+                                    tmp_path / "cache", tmp_path)
+        assert report["model_module"].startswith("transformers_modules.") and report["threshold"] == 0.2
+        assert report["tokens"] == [token["token_id"] for token in installed]
+        np.testing.assert_allclose(np.array(report["maps"]), np.stack([t["similarity"] for t in installed]), atol=1e-5)
 
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert train(argv) == 1
@@ -413,6 +474,22 @@ def test_train_command_end_to_end(processor, tmp_path, capsys):
     assert train(["--model", "no such model", "--data", str(folder), "--output", str(tmp_path / "o")]) == 1
     assert "is not a folder or a hub repo id" in error_line(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "new").exists()
+
+
+def test_train_with_eval_data_stores_the_chosen_threshold_and_the_figures(processor, tmp_path, capsys):
+    folder = write_dataset(tmp_path / "data", [make_page(seed, 56, 28, 5) for seed in range(2)])
+    held = write_dataset(tmp_path / "held", [make_page(seed, 56, 28, 5) for seed in range(5, 7)])
+    torch.manual_seed(0)
+    TokenOCRModel(tiny_config()).save_pretrained(tmp_path / "start")
+    processor.save_pretrained(tmp_path / "start")
+    argv = ["--model", str(tmp_path / "start"), "--data", str(folder), "--eval-data", str(held), "--output",
+            str(tmp_path / "out"), "--max-steps", "1", "--batch-size", "2", "--num-workers", "0", "--cpu"]
+    assert train(argv) == 0, capsys.readouterr().err
+    trained = TokenOCRModel.from_pretrained(tmp_path / "out").eval()
+    stored = AutoProcessor.from_pretrained(tmp_path / "out").image_processor.mask_threshold
+    expected = evaluate_model(trained, processor, load_token_mask_dataset(held), num_queries=0).best_threshold
+    assert stored == expected
+    assert f"which also chose the threshold {expected:g}" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_evaluate_command_prints_and_writes_the_figures(processor, tmp_path, capsys):

@@ -80,8 +80,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR_OR_REPO",
                         help="converted folder, hub repo id, or original checkpoint folder")
     parser.add_argument("--query", required=True, nargs="+", metavar="TEXT", help="text to look for")
-    parser.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
-                        help=f"mask threshold on the cosine similarity, in [-1, 1] (default: {DEFAULT_THRESHOLD})")
+    parser.add_argument("--threshold", type=_threshold, default=None,
+                        help="mask threshold on the cosine similarity, in [-1, 1] (default: the model's own, "
+                        f"{DEFAULT_THRESHOLD} for the released models)")
     parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per image")
     parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES", help="PDF pages to use, e.g. 1-3,7 (default: all)")
     parser.add_argument("--dpi", type=_positive_int, default=DEFAULT_PDF_DPI, help="PDF rendering resolution")
@@ -118,7 +119,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="token-mask dataset folder to train on")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="folder to create: checkpoints, then the trained model (a TokenOCRModel folder)")
-    parser.add_argument("--eval-data", metavar="DIR", help="token-mask dataset for the evaluation loss")
+    parser.add_argument("--eval-data", metavar="DIR",
+                        help="token-mask dataset for the evaluation loss; at the end it also chooses the model's mask "
+                        "threshold (best mean IoU) and gives the card its figures")
     parser.add_argument("--policy", choices=TRAINING_POLICIES, default="original",
                         help="what trains: original = upsampler, projector and the last vision block (default); "
                         "vision = the whole vision side; all = everything, the embedding table included")
@@ -144,8 +147,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-thumbnails", action="store_true", help="leave the thumbnails out of training")
     parser.add_argument("--merge-repeated-tokens", action="store_true",
                         help="supervise a token id that repeats on a page once, with the union of its masks")
-    parser.add_argument("--loss-weights", type=_non_negative_float, nargs=3, default=None, metavar=("SEG", "SIM", "SIG"),
-                        help="weights of loss_seg, loss_sim and loss_sig (default: 1 1 1, the original sum)")
+    parser.add_argument("--loss-weights", type=_non_negative_float, nargs=4, default=None,
+                        metavar=("SEG", "SIM", "L2", "SIG"),
+                        help="weights of loss_seg (a per-location term of ours), loss_sim, loss_l2 and loss_sig "
+                        "(default: 0 1 1 1, the authors' objective)")
+    parser.add_argument("--seg-temperature", type=float, nargs=2, default=(10.0, -5.0), metavar=("SCALE", "BIAS"),
+                        help="loss_seg's logit is SCALE * cosine + BIAS (default: 10 -5)")
+    parser.add_argument("--learn-seg-temperature", action="store_true",
+                        help="train loss_seg's scale and bias, starting from --seg-temperature")
     parser.add_argument("--save-steps", type=_positive_int, default=500, metavar="N", help="checkpoint every N steps (default: 500)")
     parser.add_argument("--logging-steps", type=_positive_int, default=10, metavar="N", help="log every N steps (default: 10)")
     parser.add_argument("--num-workers", type=_non_negative_int, default=2, metavar="N", help="data-loading processes (default: 2)")
@@ -161,8 +170,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR_OR_REPO",
                         help="converted folder, hub repo id, or original checkpoint folder")
     parser.add_argument("--data", required=True, metavar="DIR", help="token-mask dataset folder to evaluate on")
-    parser.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
-                        help=f"mask threshold on the cosine similarity (default: {DEFAULT_THRESHOLD})")
+    parser.add_argument("--threshold", type=_threshold, default=None,
+                        help="mask threshold on the cosine similarity, for IoU and F1 (default: the model's own, "
+                        f"{DEFAULT_THRESHOLD} for the released models)")
     parser.add_argument("--k", type=_positive_int, default=5, help="k of retrieval precision@k (default: 5)")
     parser.add_argument("--num-queries", type=_non_negative_int, default=100, metavar="N", help="retrieval queries (default: 100)")
     parser.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="evaluate the first N pages")

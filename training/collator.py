@@ -11,7 +11,7 @@ from ..processing.image_processing_tokenocr import to_rgb_image
 from .data import mask_array
 
 
-DEFAULT_MAX_TOKENS_PER_IMAGE = 70  # the original's limit of supervised tokens per image
+DEFAULT_MAX_TOKENS_PER_IMAGE = 70  # supervised tokens per image: our assumption (the authors' code does not say)
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,10 +111,11 @@ class TokenMaskCollator:
         feature_side (`int`, *optional*): the model's feature-grid side (`config.feature_side`); masks are resized to
             it here, which keeps batches small. Without it masks stay at tile resolution and the model resizes them.
         max_tokens_per_image (`int`, *optional*, defaults to 70): pages with more tokens get a random subset (torch's
-            random generator), as the original training does; `None` keeps every token.
+            random generator); `None` keeps every token. (How many tokens the authors supervised per image is not
+            published; 70 is our assumption.)
         merge_repeated_tokens (`bool`, *optional*, defaults to `False`): supervise a token id that occurs several
-            times on a page once, with the union of its occurrences' masks. The original supervises each occurrence
-            separately, so each occurrence's location is also a negative for the other occurrences' entries (the
+            times on a page once, with the union of its occurrences' masks. By default each occurrence is supervised
+            separately (the dataset's entries as they are), so each occurrence's location is also a negative for the other occurrences' entries (the
             same embedding), which slows `loss_seg` down where ids repeat; merging removes that conflict.
         vocab_size (`int`, *optional*): when given, token ids outside `[0, vocab_size)` are an error naming the page.
         min_tiles, max_tiles, use_thumbnail: tiling settings, the image processor's by default.

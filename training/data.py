@@ -25,7 +25,8 @@ Each line of `metadata.jsonl`::
   `text` its text (as the page shows it, a leading space included), `mask_index` its region in the mask map (>= 1).
   A token id that occurs several times on a page has one entry (and one mask index) per occurrence.
   Background boxes, regions without text, are entries whose id is the tokenizer's space token and whose text is
-  whitespace (the original "-seg" training). Evaluation skips whitespace-only tokens.
+  whitespace (our assumption of how the "-seg" models learned where no text is; the authors' labelling is not
+  published). Evaluation skips whitespace-only tokens.
 - `text` (optional): the page's text, used by retrieval evaluation to decide which pages contain a query (without
   it, the concatenated token texts are used).
 

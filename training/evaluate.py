@@ -12,6 +12,10 @@ occurrences on the page.
 - **Mask IoU**: the map `> threshold` against the ground truth, intersection over union, averaged over pairs.
 - **Precision / recall / F1** (text segmentation): pixel counts summed over all pairs, then
   `precision = |pred & truth| / |pred|`, `recall = |pred & truth| / |truth|` and their harmonic mean.
+- **Threshold-free figures**: the **map AUC** (the area under the ROC curve of a token's map as a score separating
+  its ground-truth pixels from the rest of the page, averaged over pairs), and the **best mean IoU** over the
+  thresholds `THRESHOLDS` with the threshold that gives it (`calibrate_threshold` chooses a model's threshold so).
+  Both come from histograms of map values in `HISTOGRAM_BINS` equal bins over [-1, 1].
 - **Retrieval precision@k**: queries are words of the pages (letters only, at least 3); a page contains a query when
   the word is among its words (the page's `text`, or its joined token texts). Each query is tokenised with the query
   rule, pages are ranked by relevance (the mean over the query's tokens of each token's best similarity on the
@@ -22,7 +26,7 @@ occurrences on the page.
 import math
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -51,6 +55,36 @@ def precision_recall_f1(intersection: float, predicted: float, truth: float) -> 
     return precision, recall, f1
 
 
+HISTOGRAM_BINS = 2000  # bins of width 0.001 over the cosine range [-1, 1]
+THRESHOLDS = tuple(round(0.01 * step, 2) for step in range(0, 100))  # 0.00, 0.01, ..., 0.99
+
+
+def value_histograms(token_map: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of map values inside and outside `truth`, in `HISTOGRAM_BINS` equal bins over [-1, 1]."""
+    values = np.clip(token_map.astype(np.float64, copy=False), -1.0, 1.0)
+    inside = np.histogram(values[truth], bins=HISTOGRAM_BINS, range=(-1.0, 1.0))[0]
+    outside = np.histogram(values[~truth], bins=HISTOGRAM_BINS, range=(-1.0, 1.0))[0]
+    return inside, outside
+
+
+def histogram_auc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """ROC AUC of the values counted in `inside` (positives) against `outside`; ties count one half. NaN if a side is empty."""
+    positives, negatives = inside.sum(), outside.sum()
+    if not positives or not negatives:
+        return math.nan
+    below = np.cumsum(outside) - outside  # negatives in lower bins
+    return float((inside * (below + 0.5 * outside)).sum() / (positives * negatives))
+
+
+def iou_curve(inside: np.ndarray, outside: np.ndarray, thresholds=THRESHOLDS) -> np.ndarray:
+    """IoU of `map >= t` with the truth for each threshold `t`, from the histograms (t on the bin edges)."""
+    edges = np.rint((np.asarray(thresholds) + 1.0) * HISTOGRAM_BINS / 2).astype(int)
+    inside_above = np.concatenate([np.cumsum(inside[::-1])[::-1], [0]])[edges]
+    outside_above = np.concatenate([np.cumsum(outside[::-1])[::-1], [0]])[edges]
+    union = inside.sum() + outside_above
+    return np.where(union > 0, inside_above / np.maximum(union, 1), 1.0)
+
+
 def precision_at_k(scores, relevant, k: int) -> float:
     """The share of the `k` highest-scoring items (stable order on ties) that are relevant."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
@@ -73,10 +107,24 @@ class EvaluationResult:
     retrieval_k: int = 5
     precision_at_1: float = float("nan")
     precision_at_k: float = float("nan")
-    extra: dict = field(default_factory=dict)
+    map_auc: float = float("nan")
+    best_mean_iou: float = float("nan")
+    best_threshold: float = float("nan")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures as a JSON-ready dict: undefined figures (NaN) are `None` (JSON `null`)."""
+        return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in asdict(self).items()}
+
+    def retrieval_line(self) -> str:
+        if not self.retrieval_queries:
+            return (
+                f"retrieval: no queries (a query word must appear on at least k={self.retrieval_k} of the "
+                f"{self.pages} pages and be missing from one; evaluate more pages or lower --k)"
+            )
+        return (
+            f"retrieval ({self.retrieval_queries} queries)  P@1 {self.precision_at_1:.4f}   "
+            f"P@{self.retrieval_k} {self.precision_at_k:.4f}"
+        )
 
     def report(self) -> str:
         """The figures as a few human-readable lines."""
@@ -86,8 +134,9 @@ class EvaluationResult:
                 f"pointing accuracy   {self.pointing_accuracy:.4f}",
                 f"mean mask IoU       {self.mean_iou:.4f}",
                 f"precision / recall  {self.precision:.4f} / {self.recall:.4f}   F1 {self.f1:.4f}",
-                f"retrieval ({self.retrieval_queries} queries)  P@1 {self.precision_at_1:.4f}   "
-                f"P@{self.retrieval_k} {self.precision_at_k:.4f}",
+                f"map AUC             {self.map_auc:.4f}",
+                f"best mean mask IoU  {self.best_mean_iou:.4f} (threshold {self.best_threshold:g})",
+                self.retrieval_line(),
             ]
         )
 
@@ -131,8 +180,11 @@ def resize_maps(maps: torch.Tensor, height: int, width: int) -> np.ndarray:
 
 def score_page(maps: np.ndarray, truths: list[np.ndarray], threshold: float) -> dict:
     """Pointing hits, IoUs and pixel counts of one page's token maps against their ground truths."""
-    stats = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0}
+    stats = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0, "aucs": [], "iou_curves": []}
     for token_map, truth in zip(maps, truths):
+        inside, outside = value_histograms(token_map, truth)
+        stats["aucs"].append(histogram_auc(inside, outside))
+        stats["iou_curves"].append(iou_curve(inside, outside))
         predicted = token_map > threshold
         stats["hits"] += pointing_hit(token_map, truth)
         stats["ious"].append(mask_iou(predicted, truth))
@@ -179,7 +231,7 @@ def evaluate_model(model, processor, dataset, threshold: float = 0.2, k: int = 5
     examples = [dataset[i] for i in range(len(dataset))] if not isinstance(dataset, list) else dataset
     queries = choose_queries([page_words(example) for example in examples], k, num_queries, seed)
     query_ids = [processor(text=query)["input_ids"] for query in queries]
-    totals = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0}
+    totals = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0, "aucs": [], "iou_curves": []}
     relevance = []
     pages = progress(range(len(examples))) if progress else range(len(examples))
     for index in pages:
@@ -187,7 +239,8 @@ def evaluate_model(model, processor, dataset, threshold: float = 0.2, k: int = 5
                                       tiles_per_batch, index)
         for key in ("hits", "intersection", "predicted", "truth"):
             totals[key] += stats[key]
-        totals["ious"].extend(stats["ious"])
+        for key in ("ious", "aucs", "iou_curves"):
+            totals[key].extend(stats[key])
         relevance.append(scores)
     return summarize(totals, relevance, queries, examples, threshold, k)
 
@@ -202,6 +255,12 @@ def summarize(totals, relevance, queries, examples, threshold, k) -> EvaluationR
         mean_iou=float(np.mean(totals["ious"])) if count else math.nan,
         precision=precision, recall=recall, f1=f1,
     )
+    aucs = [auc for auc in totals["aucs"] if not math.isnan(auc)]
+    result.map_auc = float(np.mean(aucs)) if aucs else math.nan
+    if count:
+        curve = np.mean(totals["iou_curves"], axis=0)
+        best = int(np.argmax(curve))  # the lowest threshold among equals
+        result.best_mean_iou, result.best_threshold = float(curve[best]), THRESHOLDS[best]
     if queries:
         words = [page_words(example) for example in examples]
         scores = np.asarray(relevance)  # (pages, queries)
@@ -212,3 +271,32 @@ def summarize(totals, relevance, queries, examples, threshold, k) -> EvaluationR
             at_k.append(precision_at_k(scores[:, column], relevant, k))
         result.precision_at_1, result.precision_at_k = float(np.mean(at_1)), float(np.mean(at_k))
     return result
+
+
+TABLE_FIGURES = (
+    ("pointing accuracy", "pointing_accuracy"), ("mean mask IoU", "mean_iou"), ("F1", "f1"),
+    ("map AUC", "map_auc"), ("best mean mask IoU", "best_mean_iou"), ("its threshold", "best_threshold"),
+    ("retrieval P@1", "precision_at_1"),
+)
+
+
+def figures_table(columns: dict[str, dict]) -> str:
+    """A Markdown table of figures: one column per `EvaluationResult.to_dict()` in `columns` (name -> figures)."""
+    def cell(value):
+        return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, key in TABLE_FIGURES:
+        lines.append(f"| {label} | " + " | ".join(cell(figures.get(key)) for figures in columns.values()) + " |")
+    return "\n".join(lines)
+
+
+def calibrate_threshold(model, processor, dataset, **kwargs) -> float:
+    """
+    The mask threshold (one of `THRESHOLDS`) that gives `model` its best mean mask IoU on `dataset` (a validation
+    split, not the pages the model is then measured on); `kwargs` go to [`evaluate_model`].
+    """
+    result = evaluate_model(model, processor, dataset, num_queries=0, **kwargs)
+    if math.isnan(result.best_threshold):
+        raise ValueError("Cannot choose a threshold: the dataset has no supervised (page, token) pairs.")
+    return result.best_threshold

@@ -9,7 +9,8 @@ random fonts, sizes and colours, optionally crossed by rules, rotated slightly, 
 Each line is tokenised with the page's tokenizer the way queries are (a leading space, no BOS); a token's mask is
 the rectangle around the ink boxes of its characters (from the tokenizer's offsets), rotated with the page. Tokens
 without visible characters (a lone space) are not supervised. Small boxes away from any text are added as
-background tokens labelled with the space token, as the original "-seg" training does.
+background tokens labelled with the space token (our assumption of the "-seg" models' background labelling, which
+the authors did not publish).
 
 Fonts: Pillow's built-in scalable font always works (no font files needed); `PageStyle.fonts` adds TrueType files
 and `PageStyle.use_system_fonts` adds the fonts found in the usual system folders.
@@ -130,12 +131,17 @@ class SyntheticPageGenerator:
         words = [word for word in words if word.strip()]
         if not words:
             raise ValueError("The synthetic generator needs at least one word.")
-        space = tokenizer(" ", add_special_tokens=False)["input_ids"]
-        if len(space) != 1:
-            raise ValueError(f"The tokenizer encodes ' ' as {len(space)} tokens; background boxes need one space token.")
         self.tokenizer, self.words, self.seed = tokenizer, list(words), seed
         self.style = style or PageStyle()
-        self.space_token_id = space[0]
+        self.space_token_id = None  # background boxes' label; needed only when there are background boxes
+        if self.style.background_boxes:
+            space = tokenizer(" ", add_special_tokens=False)["input_ids"]
+            if len(space) != 1:
+                raise ValueError(
+                    f"The tokenizer encodes ' ' as {len(space)} tokens, but background boxes are labelled with one "
+                    "space token; use PageStyle(background_boxes=0) with this tokenizer."
+                )
+            self.space_token_id = space[0]
         extra = find_system_fonts() if self.style.use_system_fonts else []
         self.font_sources = [None, *self.style.fonts, *extra]
 
@@ -359,17 +365,19 @@ def finish_page(rng: random.Random, noise_rng: np.random.Generator, ink: Image.I
     return page
 
 
-def generate_dataset(folder, tokenizer, num_pages: int, seed: int = 0, words=WORDS, style: PageStyle | None = None):
+def generate_dataset(
+    folder, tokenizer, num_pages: int, seed: int = 0, words=WORDS, style: PageStyle | None = None, progress=None
+):
     """
     Write `num_pages` synthetic pages (generator seed `seed`) in the token-mask format to `folder`, which must not
-    exist yet or be empty. Returns the folder as a `Path`.
+    exist yet or be empty. `progress`, if given, wraps the page indices (e.g. `tqdm`). Returns the folder as a `Path`.
     """
     folder = Path(folder)
     if num_pages < 1:
         raise ValueError(f"num_pages must be at least 1, got {num_pages}.")
     generator = SyntheticPageGenerator(tokenizer, words=words, style=style, seed=seed)
     with TokenMaskDatasetWriter(folder) as writer:
-        for index in range(num_pages):
+        for index in progress(range(num_pages)) if progress else range(num_pages):
             image, mask, tokens, text = generator.render(index)
             writer.add(image, mask, tokens, text)
     return folder

@@ -6,26 +6,33 @@ of each loss component. Multi-GPU, DeepSpeed and FSDP come from `Trainer`/accele
 
 Policies (which parameters train):
 
-- `original` (default, the released models' stage-1 recipe): the upsampler and projector at the base learning rate,
-  the last `unfrozen_vision_layers` vision blocks at `vision_lr_scale` (0.05) times it, and the logit scale (and the
-  learned logit bias when `config.fixed_logit_bias` is `None`); the rest of the vision tower and the token-embedding
-  table stay frozen.
+- `original` (default): the upsampler and projector at the base learning rate, the last `unfrozen_vision_layers`
+  vision blocks at `vision_lr_scale` (0.05) times it, and the logit scale (and the learned logit bias when
+  `config.fixed_logit_bias` is `None`); the rest of the vision tower and the token-embedding table stay frozen. The
+  vision tower's 0.05x learning rate is the authors' optimizer code's (which also exempts every 1-d parameter from
+  weight decay; here `Trainer`'s rule applies: biases and normalisation weights); which vision blocks they trained
+  is not published: training only the last one is our assumption.
 - `vision`: the whole vision side (tower, upsampler, projector, scalars); the embedding table stays frozen.
 - `all`: every parameter, the embedding table included (training from scratch).
 
 In every policy the vision tower's trainable parameters get `vision_lr_scale` times the base learning rate.
 """
 
+import os
+from pathlib import Path
+
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..constants import TRAINING_POLICIES as POLICIES
-from ..modeling import TokenOCRConfig, TokenOCRForTokenAlignment, TokenOCRModel
+from ..modeling import TokenOCRForTokenAlignment, TokenOCRModel
+from ..modeling.modeling_tokenocr import LOSS_COMPONENTS
 from .collator import DEFAULT_MAX_TOKENS_PER_IMAGE, TokenMaskCollator
 
 
-LOSS_COMPONENTS = ("loss_seg", "loss_sim", "loss_sig")
+LOGGED_LOSSES = tuple(f"loss_{name}" for name in LOSS_COMPONENTS)
 VISION_TOWER = "vision_tower."
+SEG_TEMPERATURE = ("seg_logit_scale_log", "seg_logit_bias")  # the head's own parameters when the temperature learns
 
 
 def apply_training_policy(model: TokenOCRForTokenAlignment, policy: str = "original", unfrozen_vision_layers: int = 1):
@@ -53,29 +60,25 @@ def apply_training_policy(model: TokenOCRForTokenAlignment, policy: str = "origi
         core.logit_scale.requires_grad_(True)
     # The learned bias trains only when it is the one in use (no `config.fixed_logit_bias`).
     core.logit_bias.requires_grad_(core.config.fixed_logit_bias is None)
+    for name, parameter in model.named_parameters(recurse=False):  # loss_seg's temperature, when it is learned
+        parameter.requires_grad_(name in SEG_TEMPERATURE)
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
 
 
 class TokenOCRTrainer(Trainer):
     r"""
-    `Trainer` for [`TokenOCRForTokenAlignment`]: logs `loss_seg`, `loss_sim` and `loss_sig` (averaged over the
-    logging interval) beside `loss`, and gives the vision tower's trainable parameters `vision_lr_scale` times the
-    learning rate. Everything else (schedulers, mixed precision, checkpoints, resuming, distributed training) is
-    `Trainer`'s own.
-
-    `loss_weights=(w_seg, w_sim, w_sig)` optimises `w_seg * loss_seg + w_sim * loss_sim + w_sig * loss_sig` in place
-    of the original sum (`None`, the default, is the original objective); the logged components stay unweighted.
+    `Trainer` for [`TokenOCRForTokenAlignment`]: logs each loss component (`loss_seg`, `loss_sim`, `loss_l2`,
+    `loss_sig`, unweighted, averaged over the logging interval) beside `loss` (the head's weighted sum), and gives the
+    vision tower's trainable parameters `vision_lr_scale` times the learning rate. Everything else (schedulers, mixed
+    precision, checkpoints, resuming, distributed training) is `Trainer`'s own.
     """
 
-    def __init__(self, *args, vision_lr_scale: float = 0.05, loss_weights=None, **kwargs):
+    def __init__(self, *args, vision_lr_scale: float = 0.05, **kwargs):
         super().__init__(*args, **kwargs)
         if vision_lr_scale <= 0:
             raise ValueError(f"vision_lr_scale must be positive, got {vision_lr_scale}.")
-        if loss_weights is not None and (len(loss_weights) != 3 or min(loss_weights) < 0):
-            raise ValueError(f"loss_weights must be three non-negative numbers (seg, sim, sig), got {loss_weights}.")
         self.vision_lr_scale = vision_lr_scale
-        self.loss_weights = None if loss_weights is None else tuple(float(w) for w in loss_weights)
-        self._component_sums = {name: 0.0 for name in LOSS_COMPONENTS}
+        self._component_sums = {name: 0.0 for name in LOGGED_LOSSES}
         self._component_steps = 0
 
     def create_optimizer(self, model=None):
@@ -102,17 +105,15 @@ class TokenOCRTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if self.loss_weights is not None:
-            loss = sum(weight * outputs[name] for weight, name in zip(self.loss_weights, LOSS_COMPONENTS))
         if model.training:
-            for name in LOSS_COMPONENTS:
+            for name in LOGGED_LOSSES:
                 self._component_sums[name] += outputs[name].detach().float()
             self._component_steps += 1
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._component_steps:
-            for name in LOSS_COMPONENTS:
+            for name in LOGGED_LOSSES:
                 mean = torch.as_tensor(self._component_sums[name] / self._component_steps, device=self.args.device)
                 logs[name] = round(self.accelerator.reduce(mean, reduction="mean").item(), 4)
                 self._component_sums[name] = 0.0
@@ -120,22 +121,27 @@ class TokenOCRTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def alignment_model(model) -> TokenOCRForTokenAlignment:
-    """Wrap a `TokenOCRModel` (sharing its weights) in the training head; a training head is returned as is."""
+def alignment_model(model, **loss_settings) -> TokenOCRForTokenAlignment:
+    """
+    Wrap a `TokenOCRModel` (sharing its weights) in the training head; a training head is used as is. Either way,
+    `loss_settings` (`loss_weights`, `seg_logit_scale`, `seg_logit_bias`, `learn_seg_temperature`) configure its loss.
+    """
     if isinstance(model, TokenOCRForTokenAlignment):
-        return model
-    if not isinstance(model, TokenOCRModel):
+        head = model
+    elif isinstance(model, TokenOCRModel):
+        with torch.device("meta"):  # the head's own TokenOCRModel is replaced at once: never allocate it
+            head = TokenOCRForTokenAlignment(model.config)
+        head.tokenocr = model
+    else:
         raise TypeError(f"Expected a TokenOCRModel or TokenOCRForTokenAlignment, got {type(model).__name__}.")
-    with torch.device("meta"):
-        head = TokenOCRForTokenAlignment(model.config)
-    head.tokenocr = model
+    head.configure_loss(**loss_settings)
     return head
 
 
 def default_training_arguments(output_dir, **overrides) -> TrainingArguments:
     """
-    The original recipe's settings (AdamW, learning rate 5e-4, cosine schedule with warm-up, weight decay 0.05, bf16
-    where the hardware has it) plus what token-mask batches need (`remove_unused_columns=False`); `overrides` are
+    Default settings (AdamW, learning rate 5e-4, cosine schedule with warm-up, weight decay 0.05, bf16 where the
+    hardware has it: our assumptions, as the authors did not publish their base rate or schedule) plus what token-mask batches need (`remove_unused_columns=False`); `overrides` are
     any other `TrainingArguments`.
     """
     settings = {
@@ -171,16 +177,17 @@ def build_trainer(
     max_tiles: int | None = None,
     use_thumbnail: bool | None = None,
     merge_repeated_tokens: bool = False,
-    loss_weights=None,
+    **loss_settings,
 ) -> TokenOCRTrainer:
     r"""
     A [`TokenOCRTrainer`] for `model` (a `TokenOCRModel` or `TokenOCRForTokenAlignment`) on token-mask datasets,
     with the freezing `policy` applied and a [`TokenMaskCollator`] that puts masks on the model's feature grid.
     `max_tiles` and `use_thumbnail` override the processor's tiling for training (e.g. `use_thumbnail=False` skips
     the thumbnails, which inference does not use, to save compute); `merge_repeated_tokens` and
-    `max_tokens_per_image` are the collator's; `loss_weights` the trainer's.
+    `max_tokens_per_image` are the collator's; `loss_settings` (`loss_weights`, `seg_logit_scale`, `seg_logit_bias`,
+    `learn_seg_temperature`) the head's ([`TokenOCRForTokenAlignment`]; the default is the authors' objective).
     """
-    head = alignment_model(model)
+    head = alignment_model(model, **loss_settings)
     apply_training_policy(head, policy, unfrozen_vision_layers)
     if args.remove_unused_columns:
         raise ValueError("Token-mask training needs TrainingArguments(remove_unused_columns=False).")
@@ -189,33 +196,77 @@ def build_trainer(
         max_tiles=max_tiles, use_thumbnail=use_thumbnail, merge_repeated_tokens=merge_repeated_tokens,
         vocab_size=head.config.vocab_size,
     )
-    return TokenOCRTrainer(
+    trainer = TokenOCRTrainer(
         model=head, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator,
-        processing_class=processor, vision_lr_scale=vision_lr_scale, loss_weights=loss_weights,
+        processing_class=processor, vision_lr_scale=vision_lr_scale,
     )
+    trainer.policy = policy
+    trainer.add_callback(ModelFolderCallback(trainer, processor, policy))
+    return trainer
 
 
-def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir) -> None:
-    """Save the trained weights as a plain `TokenOCRModel` folder (loads with `AutoModel`), with the processor."""
+def training_facts(trainer: TokenOCRTrainer, policy: str | None = None) -> list[str]:
+    """What a trained model's card says about its training, from the trainer's state and arguments."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    args, state = trainer.args, trainer.state
+    schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in model.loss_weights.items())
+    scale = model.seg_logit_scale_log.exp().item()
+    facts = [
+        f"{state.global_step} optimizer steps of {args.per_device_train_batch_size * args.gradient_accumulation_steps} "
+        f"pages per device ({state.epoch or 0:.2f} epochs over {len(trainer.train_dataset)} pages)",
+        f"AdamW, base learning rate {args.learning_rate:g}, {schedule} schedule, weight decay "
+        f"{args.weight_decay:g}",
+        f"loss weights: {weights} (`sim`, `l2`, `sig` are the authors' terms; `seg` is this project's per-location "
+        f"term, with the logit {scale:.3g} * cos {model.seg_logit_bias.item():+.3g})",
+    ]
+    if policy is not None:
+        facts.append(f"trained parameters: policy `{policy}` (`tokenocr.training.train.apply_training_policy`)")
+    return facts
+
+
+def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str], evaluation: str | None = None,
+                       threshold: float | None = None, weights: bool = True) -> None:
+    """
+    Make `folder` the folder a conversion writes: weights (unless `weights=False`, when they are already there),
+    `config.json` with `auto_map` and `custom_pipelines`, the remote code, the processor and tokenizer files
+    (`mask_threshold` set to `threshold` when given) and a model card of `facts` and `evaluation`.
+    """
+    from ..conversion.convert import write_configs
+    from ..conversion.model_card import render_trained_card
+    from ..processing.settings_tokenocr import check_threshold
+
+    if threshold is not None:
+        processor.image_processor.mask_threshold = check_threshold(threshold)
+    if weights:
+        core.save_pretrained(folder)
+    folder = Path(folder)
+    write_configs(core.config, next(core.parameters()).dtype, processor, folder)
+    render_trained_card(core.config, processor, folder, facts, evaluation)
+
+
+class ModelFolderCallback(TrainerCallback):
+    """Makes every checkpoint a loadable model folder (configs, remote code, processor, card) beside its weights."""
+
+    def __init__(self, trainer: TokenOCRTrainer, processor, policy: str | None = None):
+        self.trainer, self.processor, self.policy = trainer, processor, policy
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if self.trainer.is_world_process_zero() and os.path.isdir(folder):
+            core = self.trainer.accelerator.unwrap_model(self.trainer.model).tokenocr
+            facts = training_facts(self.trainer, self.policy) + ["a training checkpoint (optimizer state included)"]
+            write_model_folder(core, self.processor, folder, facts, weights=False)
+
+
+def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir, threshold: float | None = None,
+                       evaluation: str | None = None, facts: list[str] | None = None) -> None:
+    """
+    Save the trained model as a complete model folder ([`write_model_folder`]): it loads with `AutoModel`, and with
+    `pipeline("token-similarity", model=output_dir, trust_remote_code=True)` with transformers alone.
+    """
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
         core = model.tokenocr if isinstance(model, TokenOCRForTokenAlignment) else model
-        core.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
-
-
-def small_config(vocab_size: int, **overrides) -> TokenOCRConfig:
-    """A small TokenOCR configuration (widths for CPU training from scratch); `overrides` replace any field."""
-    settings = {
-        "vision_config": {
-            "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
-            "image_size": 112, "patch_size": 14, "norm_type": "layer_norm", "use_qk_norm": False,
-            "attention_bias": True, "layer_scale_init_value": 0.1, "layer_norm_eps": 1e-6,
-        },
-        "hidden_size": 64,
-        "vocab_size": vocab_size,
-        "upsampler_hidden_size": 64,
-        "fixed_logit_bias": -8.9375,
-    }
-    settings.update(overrides)
-    return TokenOCRConfig(**settings)
+        facts = training_facts(trainer, getattr(trainer, "policy", None)) if facts is None else facts
+        write_model_folder(core, processor, output_dir, facts, evaluation, threshold)

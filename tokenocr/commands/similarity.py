@@ -97,11 +97,12 @@ def run(args, finder) -> Path:
     from ..processing.visualization_tokenocr import query_strip
 
     destination = Path(args.out).expanduser().absolute()
-    summary = {"tool": TOOL, "model": args.model, "threshold": args.threshold, "images": []}
+    threshold = finder.processor.image_processor.mask_threshold if args.threshold is None else args.threshold
+    summary = {"tool": TOOL, "model": args.model, "threshold": threshold, "images": []}
     with building_folder(destination, PROGRAM) as building:
         for index, path, page, image in tqdm(iter_pages(args.image, args.pages, args.dpi), desc="Images", unit="image",
                                              file=sys.stderr):
-            results = finder(image, list(args.query), threshold=args.threshold, max_tiles=args.max_tiles,
+            results = finder(image, list(args.query), threshold=threshold, max_tiles=args.max_tiles,
                              return_visuals=False)
             folder = building / (f"{index:03d}-{safe_name(Path(path).stem)}" + (f"-p{page}" if page else ""))
             folder.mkdir()
@@ -110,7 +111,7 @@ def run(args, finder) -> Path:
                      "queries": [], **({"page": page} if page else {})}
             for query_index, (query, tokens) in enumerate(zip(args.query, results)):
                 written = [
-                    write_token_pictures(token, image, shown, args.threshold, folder,
+                    write_token_pictures(token, image, shown, threshold, folder,
                                          f"q{query_index}-t{token_index:02d}-{safe_name(token['token'])}")
                     for token_index, token in enumerate(tokens)
                 ]

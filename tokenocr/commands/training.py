@@ -34,6 +34,7 @@ def check_train_output(args) -> Path:
 def run_train(args) -> Path:
     """Train as `args` says; returns the output folder, which then holds the trained `TokenOCRModel`."""
     from ..loading import load_model_and_processor
+    from ..modeling.modeling_tokenocr import LOSS_COMPONENTS
     from ..training.data import load_token_mask_dataset
     from ..training.train import build_trainer, default_training_arguments, save_trained_model
 
@@ -57,10 +58,25 @@ def run_train(args) -> Path:
         eval_dataset=eval_dataset, policy=args.policy, vision_lr_scale=args.vision_lr_scale,
         unfrozen_vision_layers=args.unfrozen_vision_layers, max_tokens_per_image=args.max_tokens_per_image,
         max_tiles=args.max_tiles, use_thumbnail=False if args.no_thumbnails else None,
-        merge_repeated_tokens=args.merge_repeated_tokens, loss_weights=args.loss_weights,
+        merge_repeated_tokens=args.merge_repeated_tokens,
+        loss_weights=None if args.loss_weights is None else dict(zip(LOSS_COMPONENTS, args.loss_weights)),
+        seg_logit_scale=args.seg_temperature[0], seg_logit_bias=args.seg_temperature[1],
+        learn_seg_temperature=args.learn_seg_temperature,
     )
     trainer.train(resume_from_checkpoint=args.resume)
-    save_trained_model(trainer, processor, output)
+    threshold = evaluation = None
+    if eval_dataset is not None:  # the model's mask threshold, chosen on the evaluation pages, and their figures
+        from ..training.evaluate import evaluate_model, figures_table
+
+        core = trainer.accelerator.unwrap_model(trainer.model).tokenocr.eval()
+        best = evaluate_model(core, processor, eval_dataset, num_queries=0).best_threshold
+        if best == best:  # not NaN: the evaluation pages have supervised tokens
+            threshold = best
+            result = evaluate_model(core, processor, eval_dataset, threshold=threshold)
+            evaluation = (f"On the {result.pages} pages of `--eval-data` (which also chose the threshold "
+                          f"{threshold:g}, so these are not held-out figures):\n\n"
+                          + figures_table({"trained": result.to_dict()}))
+    save_trained_model(trainer, processor, output, threshold=threshold, evaluation=evaluation)
     return output
 
 
@@ -79,8 +95,9 @@ def run_evaluate(args):
         dataset = dataset.select(range(min(args.max_pages, len(dataset))))
     model, processor = load_model_and_processor(args.model, args.dtype or "float32", args.trust_remote_code)
     model.to(device)
+    threshold = processor.image_processor.mask_threshold if args.threshold is None else args.threshold
     result = evaluate_model(
-        model, processor, dataset, threshold=args.threshold, k=args.k, num_queries=args.num_queries,
+        model, processor, dataset, threshold=threshold, k=args.k, num_queries=args.num_queries,
         max_tiles=args.max_tiles, tiles_per_batch=args.batch_size, seed=args.seed,
         progress=lambda pages: tqdm(pages, desc="Pages", unit="page"),
     )
