@@ -79,7 +79,7 @@ def run_features(model, processor, images, args):
                 tiles = processor.image_processor(image, use_thumbnail=False, min_tiles=args.tiles,
                                                   max_tiles=args.tiles, return_tensors="pt")["pixel_values"]
                 for start in range(0, len(tiles), args.batch_size):
-                    model.get_image_features(tiles[start : start + args.batch_size].to(args.device))
+                    model.get_image_features(tiles[start : start + args.batch_size].to(args.device)).pooler_output
 
     return timed(work, args.device)
 
@@ -90,7 +90,7 @@ def run_unoptimised(model, processor, images, args):
             text = processor(text=QUERIES, return_tensors="pt")
             for image in images:
                 tiles = processor.image_processor(image, min_tiles=args.tiles, max_tiles=args.tiles, return_tensors="pt")
-                features = model.get_image_features(tiles["pixel_values"].to(args.device))  # thumbnail included
+                features = model.get_image_features(tiles["pixel_values"].to(args.device)).pooler_output  # thumbnail included
                 model(image_embeds=features, input_ids=text["input_ids"].to(args.device),
                       attention_mask=text["attention_mask"].to(args.device))
 

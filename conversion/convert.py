@@ -343,7 +343,7 @@ def _source_reference(checkpoint: OriginalCheckpoint, probe: Path, workdir: Path
         for index, _, features in model.iter_image_features(pixel_values):
             file.write(features.numpy().tobytes())
             locations[index] += features.shape[0]
-        np.save(text_file, model.get_text_features(torch.tensor(query_ids)).numpy())
+        np.save(text_file, model.get_text_features(torch.tensor(query_ids)).pooler_output.numpy())
     shape = [len(pixel_values), locations[0], model.config.hidden_size]
     del model
     gc.collect()

@@ -144,7 +144,7 @@ def verify_converted_folder(folder: str, probe: str, reference_file: str, refere
     query_ids = processor(text=query)["input_ids"]
     prepare_query = importlib.import_module(type(processor).__module__).prepare_query
     with torch.no_grad():
-        text = model.get_text_features(torch.tensor(query_ids))
+        text = model.get_text_features(torch.tensor(query_ids)).pooler_output
     text_difference = float((text - torch.from_numpy(np.load(text_reference_file))).abs().max())
     if example:
         maps = scored.maps(inputs) if scored is not None else None
@@ -166,7 +166,7 @@ class _SampleScores:
 
         self.query_ids = processor(text=query, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            text = model.get_text_features(self.query_ids)[0]
+            text = model.get_text_features(self.query_ids).pooler_output[0]
         self.text = torch.nn.functional.normalize(text, dim=-1)
         self.processor = processor
         self.similarity = torch.zeros(1, text.shape[0], tiles, locations)

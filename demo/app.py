@@ -391,7 +391,7 @@ def vision_pass(loaded: LoadedModel, page, progress=None) -> PageFeatures:
             progress(start / (cols * rows), desc=f"Vision pass: tile {start + 1} of {cols * rows}")
         batch = pixel_values[start : start + TILES_PER_BATCH].to(loaded.device, dtype)
         with torch.no_grad():
-            features.append(loaded.model.get_image_features(batch))
+            features.append(loaded.model.get_image_features(batch).pooler_output)
     return PageFeatures(page=page, features=torch.cat(features), grid=(cols, rows))
 
 

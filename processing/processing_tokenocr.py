@@ -71,6 +71,11 @@ class TokenOCRProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    @property
+    def model_input_names(self) -> list[str]:
+        """Every key `__call__` may return: the query's, then the image processor's."""
+        return ["input_ids", "attention_mask", *self.image_processor.model_input_names]
+
     def __call__(self, images=None, text=None, return_tensors=None, **kwargs) -> BatchEncoding:
         r"""
         Args:

@@ -72,7 +72,7 @@ def test_unused_weights_are_never_read(tmp_path):
     case = Case("tiny_seg")
     inputs = processor(images=str(case.image_path("doc_wide.png")), return_tensors="pt")
     with torch.no_grad():
-        features = model.get_image_features(inputs["pixel_values"])
+        features = model.get_image_features(inputs["pixel_values"]).pooler_output
     np.testing.assert_allclose(features.numpy(), case.expected("doc_wide.png")["features"], atol=1e-4, rtol=0)
 
 

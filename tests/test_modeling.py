@@ -14,7 +14,7 @@ from fixture_cases import load_case
 def image_features(model, processor, path):
     inputs = processor(images=str(path), return_tensors="pt")
     with torch.no_grad():
-        return model.get_image_features(inputs["pixel_values"]), inputs
+        return model.get_image_features(inputs["pixel_values"]).pooler_output, inputs
 
 
 def test_features_and_similarity_maps_equal_original(case, loaded):
@@ -57,7 +57,7 @@ def test_forward_from_pixels_equals_forward_from_features(case, loaded):
 def test_text_features_are_table_rows(case, loaded):
     model, _ = loaded
     ids = torch.tensor(case.manifest["query_input_ids"]["they are not"])
-    torch.testing.assert_close(model.get_text_features(ids), model.embed_tokens.weight[ids])
+    torch.testing.assert_close(model.get_text_features(ids).pooler_output, model.embed_tokens.weight[ids])
 
 
 def test_bfloat16_runs_and_stays_close(case):
@@ -95,7 +95,8 @@ def test_sdpa_equals_eager(case, loaded, tmp_path):
     assert sdpa.vision_tower.config._attn_implementation == "sdpa"
     pixels = processor(images=str(case.image_path("gray_scan.png")), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        torch.testing.assert_close(eager.get_image_features(pixels), sdpa.get_image_features(pixels), atol=1e-5, rtol=0)
+        torch.testing.assert_close(eager.get_image_features(pixels).pooler_output, sdpa.get_image_features(pixels).pooler_output,
+                                   atol=1e-5, rtol=0)
 
 
 def test_save_and_load_round_trip_through_auto_classes(case, loaded, tmp_path):
@@ -162,8 +163,8 @@ def test_vision_feature_layer_selects_a_hidden_state(case, loaded, tmp_path):
         side = int(hidden.shape[1] ** 0.5)
         grid = hidden.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[2], side, side)
         expected = early.projector(early.upsampler(grid).flatten(2).transpose(1, 2))
-        torch.testing.assert_close(early.get_image_features(pixels), expected)
-        assert (model.get_image_features(pixels) - expected).abs().max() > 1e-5  # the last layer is skipped
+        torch.testing.assert_close(early.get_image_features(pixels).pooler_output, expected)
+        assert (model.get_image_features(pixels).pooler_output - expected).abs().max() > 1e-5  # the last layer is skipped
 
 
 def test_padded_query_positions_score_nothing(case, loaded):
@@ -234,7 +235,7 @@ def test_widths_come_from_the_config():
     assert model.upsampler.conv_transpose_1.weight.shape == (48, 24, 4, 4)
     assert model.projector.linear_2.weight.shape == (40, 40)
     with torch.no_grad():
-        features = model.get_image_features(torch.randn(3, 3, 28, 28))
+        features = model.get_image_features(torch.randn(3, 3, 28, 28)).pooler_output
     assert features.shape == (3, (4 * 2) ** 2, 40)
     with pytest.raises(ValueError, match="pixel_values"):
         model.get_image_features(torch.randn(3, 28, 28))

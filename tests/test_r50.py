@@ -119,7 +119,7 @@ def test_features_and_every_query_map_equal_original(loaded):
     for image in CASE.images:
         inputs = processor(images=str(CASE.image_path(image)), return_tensors="pt")
         with torch.no_grad():
-            features = model.get_image_features(inputs["pixel_values"], inputs["pixel_sizes"])
+            features = model.get_image_features(inputs["pixel_values"], inputs["pixel_sizes"]).pooler_output
         np.testing.assert_allclose(features.numpy(), CASE.expected(image)["features"], atol=1e-4, rtol=0, err_msg=image)
         for index, query in enumerate(CASE.queries):
             text = processor(text=query, return_tensors="pt")
@@ -174,7 +174,7 @@ def test_images_smaller_than_the_stride_match_the_original_computation(loaded, b
     assert inputs["map_sizes"].tolist() == [[4 * math.ceil(height / 32), 4 * math.ceil(width / 32)]]
     expected = reference_features(state, inputs["pixel_values"])
     with torch.no_grad():
-        features = model.get_image_features(inputs["pixel_values"], inputs["pixel_sizes"])
+        features = model.get_image_features(inputs["pixel_values"], inputs["pixel_sizes"]).pooler_output
         similarity = model(**inputs).similarity
     np.testing.assert_allclose(features.numpy(), expected.numpy(), atol=1e-4, rtol=0)
     maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
@@ -199,7 +199,7 @@ def test_dtypes_attention_settings_and_auto_classes_round_trip(loaded, tmp_path)
                                     (torch.float16, 0.01, "sdpa")):
         typed = TokenOCRModel.from_pretrained(tmp_path, dtype=dtype, attn_implementation=attention).eval()
         with torch.no_grad():
-            features = typed.get_image_features(inputs["pixel_values"])
+            features = typed.get_image_features(inputs["pixel_values"]).pooler_output
         assert features.dtype == dtype
         assert np.abs(features.float().numpy() - expected).max() < bound * max(1.0, np.abs(expected).max())
     typed.set_attn_implementation("eager")
@@ -225,7 +225,7 @@ def test_resnet_configs_defaults_and_checks():
         vision_config={"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1] * 4},
         hidden_size=12, vocab_size=20, upsampler_hidden_size=6)).eval()
     with torch.no_grad():
-        features = model.get_image_features(torch.randn(2, 3, 70, 40), torch.tensor([[70, 40], [20, 33]]))
+        features = model.get_image_features(torch.randn(2, 3, 70, 40), torch.tensor([[70, 40], [20, 33]])).pooler_output
     assert features.shape == (2, 12 * 8, 12) and not features[1, 4 * 8 :].any() and features[1, : 4 * 8].all()
     with pytest.raises(ValueError, match="pixel_sizes"):
         model.get_image_features(torch.randn(1, 3, 20, 20), torch.tensor([[21, 20]]))
@@ -250,7 +250,7 @@ def test_split_parts_with_a_separate_tokenizer(tmp_path):
         inputs = processor(images=str(CASE.image_path("rgba_label.png")), text=CASE.queries[4], return_tensors="pt")
         assert inputs["input_ids"][0].tolist() == CASE.manifest["query_input_ids"][CASE.queries[4]]
         with torch.no_grad():
-            features = model.get_image_features(inputs["pixel_values"])
+            features = model.get_image_features(inputs["pixel_values"]).pooler_output
         np.testing.assert_allclose(features.numpy(), CASE.expected("rgba_label.png")["features"], atol=1e-4, rtol=0)
 
 

@@ -1,0 +1,173 @@
+"""
+The transformers 5.x model API on a tiny ViT-tower and a tiny ResNet-tower TokenOCR, checked the way transformers'
+own common tests check a model: output objects, hidden states and attentions, eager == SDPA, activation
+checkpointing, dynamic-shape export and the processor's `model_input_names`.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from tokenocr import TokenOCRImageProcessor, TokenOCRProcessor
+from tokenocr.conversion import convert_tokenizer
+from tokenocr.modeling import TokenOCRConfig, TokenOCRModel
+
+from fixture_cases import FIXTURES
+
+
+def vit_config(**overrides) -> TokenOCRConfig:
+    settings = {
+        "vision_config": {"hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 3, "image_size": 28,
+                          "intermediate_size": 32, "patch_size": 14},
+        "hidden_size": 8, "vocab_size": 64, "upsampler_hidden_size": 8, "vision_feature_layer": -2,
+    }
+    settings.update(overrides)
+    return TokenOCRConfig(**settings)
+
+
+def resnet_config() -> TokenOCRConfig:
+    return TokenOCRConfig(
+        vision_config={"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 16],
+                       "depths": [1, 1, 1, 1], "layer_type": "bottleneck", "downsample_in_first_stage": False},
+        hidden_size=8, vocab_size=64, upsampler_hidden_size=8,
+    )
+
+
+def tiny(config, attn: str = "sdpa") -> TokenOCRModel:
+    torch.manual_seed(0)
+    return TokenOCRModel(config).eval().to(torch.float32).requires_grad_(True) if attn == "sdpa" else (
+        TokenOCRModel._from_config(config, attn_implementation=attn).eval()
+    )
+
+
+TILES = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+IMAGES = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+IDS = torch.tensor([[5, 6, 7], [8, 9, 2]])
+MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
+
+
+def test_image_features_are_an_output_object_with_the_features_in_pooler_output():
+    model = tiny(vit_config())
+    with torch.no_grad():
+        output = model.get_image_features(TILES)
+        as_tuple = model.get_image_features(TILES, return_dict=False)
+        forward = model(pixel_values=TILES, input_ids=IDS)
+    assert isinstance(output, BaseModelOutputWithPooling)
+    assert output.pooler_output.shape == (2, 64, 8)  # (tiles, (4 * 28 / 14) ** 2 locations, hidden_size)
+    assert output.last_hidden_state.shape == (2, 1 + 4, 16)  # the selected ViT state, class token first
+    torch.testing.assert_close(output.pooler_output, forward.image_embeds)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], output.last_hidden_state)
+    assert output.hidden_states is None and output.attentions is None
+    assert isinstance(model(pixel_values=TILES, input_ids=IDS, return_dict=False), tuple)
+
+
+def test_text_features_take_an_attention_mask():
+    model = tiny(vit_config())
+    output = model.get_text_features(IDS, attention_mask=MASK)
+    assert isinstance(output, BaseModelOutputWithPooling)
+    torch.testing.assert_close(output.pooler_output[0], model.embed_tokens.weight[IDS[0]])
+    assert torch.count_nonzero(output.pooler_output[1, 2]) == 0  # the padded position
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model.get_text_features(IDS, attention_mask=MASK[:, :2])
+
+
+def test_vit_hidden_states_are_the_layers_run_and_attentions_are_recorded():
+    model = tiny(vit_config(), attn="eager")
+    with torch.no_grad():
+        output = model(pixel_values=TILES, input_ids=IDS, output_hidden_states=True, output_attentions=True)
+        features = model.get_image_features(TILES, output_hidden_states=True)
+    # vision_feature_layer -2 of 3 layers: the embeddings output and 2 layers are run, the last layer is not.
+    assert len(output.hidden_states) == 3
+    assert all(state.shape == (2, 5, 16) for state in output.hidden_states)
+    torch.testing.assert_close(output.hidden_states[-1], features.last_hidden_state)
+    torch.testing.assert_close(output.hidden_states[0], model.vision_tower.embeddings(TILES))
+    assert len(output.attentions) == 2 and output.attentions[0].shape == (2, 2, 5, 5)  # (tiles, heads, tokens, tokens)
+    torch.testing.assert_close(output.attentions[0].sum(-1), torch.ones(2, 2, 5))
+    # The config's default applies as in transformers' models.
+    model.config.output_hidden_states = True
+    with torch.no_grad():
+        assert len(model.get_image_features(TILES).hidden_states) == 3
+
+
+def test_resnet_hidden_states_are_the_stages():
+    model = tiny(resnet_config())
+    with torch.no_grad():
+        output = model.get_image_features(IMAGES, output_hidden_states=True)
+        plain = model.vision_tower(IMAGES, output_hidden_states=True)
+    assert len(output.hidden_states) == 5  # the embedder's output, then each of the 4 stages
+    for ours, theirs in zip(output.hidden_states, plain.hidden_states):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(output.last_hidden_state, plain.last_hidden_state)
+    assert output.pooler_output.shape == (2, (4 * 2) * (4 * 3), 8)  # 64 x 96 pixels: an 8 x 12 map
+    with pytest.raises(ValueError, match="images of one size"):
+        model.get_image_features(IMAGES, torch.tensor([[64, 96], [32, 96]]), output_hidden_states=True)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_eager_equals_sdpa(padded):
+    eager, sdpa = tiny(vit_config(), attn="eager"), tiny(vit_config(), attn="sdpa")
+    mask = MASK if padded else None
+    with torch.no_grad():
+        a = eager(pixel_values=TILES, input_ids=IDS, attention_mask=mask, output_hidden_states=True)
+        b = sdpa(pixel_values=TILES, input_ids=IDS, attention_mask=mask, output_hidden_states=True)
+    torch.testing.assert_close(a.similarity, b.similarity, atol=1e-5, rtol=1e-5)
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    if padded:
+        assert torch.count_nonzero(a.similarity[1, 2]) == 0
+
+
+@pytest.mark.parametrize("config", [vit_config, resnet_config], ids=["vit", "resnet"])
+def test_activation_checkpointing_gives_the_same_gradients(config):
+    pixels = TILES if config is vit_config else IMAGES
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny(config()).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.is_activation_checkpointing
+        model(pixel_values=pixels, input_ids=IDS).similarity.sum().backward()
+        first = next(p for name, p in model.vision_tower.named_parameters() if name.endswith("weight"))
+        grads.append(first.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("config", [vit_config, resnet_config], ids=["vit", "resnet"])
+def test_dynamic_shape_export(config):
+    model = tiny(config())
+    pixels = TILES if config is vit_config else IMAGES
+
+    class Features(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            return self.model.get_image_features(pixel_values).pooler_output
+
+    batch = torch.export.Dim("batch", min=1, max=8)
+    exported = torch.export.export(Features(model), (pixels,), dynamic_shapes=({0: batch},))
+    more = torch.cat([pixels, pixels.flip(0), pixels])
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(more), model.get_image_features(more).pooler_output)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return convert_tokenizer(FIXTURES / "tiny_seg" / "checkpoint")
+
+
+@pytest.mark.parametrize("do_tiling", [True, False])
+def test_model_input_names_list_every_returned_key(tokenizer, do_tiling):
+    processor = TokenOCRProcessor(
+        image_processor=TokenOCRImageProcessor(size=28, max_tiles=4, do_tiling=do_tiling), tokenizer=tokenizer
+    )
+    image = Image.fromarray(np.full((40, 90, 3), 200, dtype=np.uint8))
+    inputs = processor(images=[image, image], text=["a query", "another"], return_tensors="pt")
+    assert set(inputs) <= set(processor.model_input_names)
+    assert set(processor.image_processor(image)) <= set(processor.image_processor.model_input_names)
+    if not do_tiling:
+        assert "pixel_sizes" in inputs and "pixel_sizes" in processor.model_input_names
