@@ -435,6 +435,6 @@ def convert(
         difference = verify(checkpoint, building, processor, target_dtype, thorough_verification)
         render_card(config, target_dtype, processor, building, repo_id, hub_id, difference, space_id)
         move_into_place(building, destination)
-    print(f"{PROGRAM}: wrote {destination} ({total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights)",
+    print(f"{PROGRAM}: {total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights verified",
           file=sys.stderr)
     return destination

@@ -89,11 +89,16 @@ def model_kind(spec: str) -> str:
     """`"original"` (an original checkpoint folder), `"folder"` (a converted folder) or `"hub"` (a repo id)."""
     path = _resolve_path(spec)
     if path.is_dir():
+        if package_available():  # the package knows every original layout (ViT config.json, R50 .pth files)
+            from tokenocr.loading import is_original_folder
+
+            if is_original_folder(path):
+                return "original"
         try:
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise DemoError(f"'{spec}' is a folder without a readable config.json; it is not a TokenOCR model") from None
-        return "original" if config.get("model_type") == "internvl_chat" else "folder"
+        return "original" if isinstance(config, dict) and config.get("model_type") == "internvl_chat" else "folder"
     if re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not spec.startswith((".", "/")):
         return "hub"
     raise DemoError(f"model '{spec}' is neither a folder nor a hub repo id (owner/name)")
@@ -140,7 +145,7 @@ def remote_helpers(spec: str) -> Helpers:
             raise DemoError(f"model '{spec}' has no {reference} in its code (convert it again): {error}") from None
 
     names = ("overlay_heatmap", "heatmap_strip", "format_caption")
-    return Helpers(*(get(f"visualization_tokenocr.{name}") for name in names), get("pipeline_tokenocr.mask_to_boxes"))
+    return Helpers(*(get(f"visualization_tokenocr.{name}") for name in names), get("visualization_tokenocr.mask_to_boxes"))
 
 
 @dataclass
@@ -327,11 +332,15 @@ def page_request(image, pdf, page_number) -> PageRequest:
 
 @dataclass
 class PageFeatures:
-    """A page and the vision features of its grid tiles (thumbnail left out): `(tiles, locations, D)`."""
+    """
+    A page and the vision features of its grid tiles (thumbnail left out), `(tiles, locations, D)`, or of the whole
+    page (ResNet variant, `map_size` set: one "tile" on a 1 x 1 grid), with what post-processing needs.
+    """
 
     page: object
     features: object
     grid: tuple[int, int]
+    map_size: tuple[int, int] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -381,18 +390,20 @@ def vision_pass(loaded: LoadedModel, page, progress=None) -> PageFeatures:
     """Run the vision tower over the page's grid tiles, a few at a time, reporting progress per batch."""
     import torch
 
-    tiles = loaded.processor(images=page, return_tensors="pt")
+    tiles = loaded.processor(images=page, return_tensors="pt", use_thumbnail=False)
     cols, rows = (int(v) for v in tiles["grid_cols_rows"][0].tolist())
-    pixel_values = tiles["pixel_values"][: cols * rows]
+    pixel_values, pixel_sizes = tiles["pixel_values"], tiles.get("pixel_sizes")
+    map_size = tuple(int(v) for v in tiles["map_sizes"][0].tolist()) if "map_sizes" in tiles else None
     dtype = next(loaded.model.parameters()).dtype
     features = []
-    for start in range(0, cols * rows, TILES_PER_BATCH):
+    for start in range(0, len(pixel_values), TILES_PER_BATCH):
         if progress is not None:
-            progress(start / (cols * rows), desc=f"Vision pass: tile {start + 1} of {cols * rows}")
+            progress(start / len(pixel_values), desc=f"Vision pass: tile {start + 1} of {len(pixel_values)}")
         batch = pixel_values[start : start + TILES_PER_BATCH].to(loaded.device, dtype)
+        sizes = None if pixel_sizes is None else pixel_sizes[start : start + TILES_PER_BATCH]
         with torch.no_grad():
-            features.append(loaded.model.get_image_features(batch).pooler_output)
-    return PageFeatures(page=page, features=torch.cat(features), grid=(cols, rows))
+            features.append(loaded.model.get_image_features(batch, sizes).pooler_output)
+    return PageFeatures(page=page, features=torch.cat(features), grid=(cols, rows), map_size=map_size)
 
 
 def score_query(loaded: LoadedModel, page_features: PageFeatures, query: str):
@@ -409,8 +420,10 @@ def score_query(loaded: LoadedModel, page_features: PageFeatures, query: str):
             output = loaded.model(image_embeds=features[start : start + TILES_PER_BATCH], input_ids=query_ids)
             parts.append(output.similarity.float().cpu())
     similarity = torch.cat(parts, dim=2)  # (1, tokens, tiles, locations)
-    cols, rows = page_features.grid
-    maps = loaded.processor.post_process_similarity(similarity, [[cols, rows]], [cols * rows])[0][0]
+    map_sizes = None if page_features.map_size is None else [page_features.map_size]
+    maps = loaded.processor.post_process_similarity(
+        similarity, [page_features.grid], [similarity.shape[2]], map_sizes
+    )[0][0]
     return loaded.processor.query_tokens(query_ids[0].cpu()), query_ids[0].tolist(), maps
 
 
@@ -553,7 +566,8 @@ class DemoApp:
         summary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         vision = "reused from the cache" if vision_seconds is None else f"{vision_seconds:.1f} s"
         cols, rows = entry.grid
-        status = (f"`{spec}` · {request.label}: {entry.page.width} x {entry.page.height} px, {cols} x {rows} tiles · "
+        layout = "whole page" if entry.map_size is not None else f"{cols} x {rows} tiles"
+        status = (f"`{spec}` · {request.label}: {entry.page.width} x {entry.page.height} px, {layout} · "
                   f"vision pass {vision} · scoring {scoring_seconds:.2f} s")
         table = [[i + 1, caption.rsplit("  ", 1)[0], r["token_id"], round(r["score"], 4), _boxes_text(r["boxes"])]
                  for i, (r, caption) in enumerate(zip(results, captions))]

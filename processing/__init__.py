@@ -24,7 +24,7 @@ _EXPORTS = {
     "TokenOCRImageProcessor": "image_processing_tokenocr",
     "TokenOCRProcessor": "processing_tokenocr",
     "TokenSimilarityPipeline": "pipeline_tokenocr",
-    "mask_to_boxes": "pipeline_tokenocr",
+    "mask_to_boxes": "visualization_tokenocr",
     "prepare_query": "processing_tokenocr",
     "relevance_score": "pipeline_tokenocr",
     "stitch_tiles": "processing_tokenocr",
@@ -35,5 +35,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .image_processing_tokenocr import TokenOCRImageProcessor
-    from .pipeline_tokenocr import TokenSimilarityPipeline, mask_to_boxes, relevance_score
+    from .pipeline_tokenocr import TokenSimilarityPipeline, relevance_score
+    from .visualization_tokenocr import mask_to_boxes
     from .processing_tokenocr import TokenOCRProcessor, prepare_query, stitch_tiles, whole_image_map

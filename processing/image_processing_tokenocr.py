@@ -164,7 +164,7 @@ def _open_pdf(source):
     try:
         import pypdfium2
     except ImportError as error:
-        raise ImportError('Reading PDFs needs pypdfium2: pip install "tokenocr[pdf]"') from error
+        raise ImportError("Reading PDFs needs pypdfium2: pip install pypdfium2") from error
     name = describe_image(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "given as bytes"
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
         raise FileNotFoundError(f"PDF file {name} does not exist.")
@@ -201,7 +201,7 @@ def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI)
     """
     Render the pages of a PDF (a path, or its bytes) as RGB images, one at a time: yields `(page_number, image)`
     with 1-based page numbers, for the `pages` selected (`"1-3,7"`, default all) at `dpi` dots per inch. Needs
-    `pypdfium2` (`pip install "tokenocr[pdf]"`).
+    `pypdfium2` (`pip install pypdfium2`, or the package's `pdf` extra).
 
     Raises:
         ImportError: pypdfium2 is not installed.

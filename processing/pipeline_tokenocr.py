@@ -6,21 +6,18 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers.pipelines.base import ChunkPipeline
 
 from .image_processing_tokenocr import is_pdf, load_pdf_pages, pad_images, to_rgb_image
-from .processing_tokenocr import stitch_tiles, whole_image_map
 from .settings_tokenocr import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PDF_DPI,
     LOCATIONS_PER_CHUNK,
-    MAX_VISUAL_SIDE,
     check_queries,
     check_threshold,
     check_tiles,
 )
-from .visualization_tokenocr import overlay_heatmap
+from .visualization_tokenocr import mask_to_boxes, token_visuals, visual_image, visual_size  # noqa: F401  (public here too)
 
 
 def relevance_score(tokens: list[dict]) -> float:
@@ -29,89 +26,6 @@ def relevance_score(tokens: list[dict]) -> float:
     anywhere on the image (its `score`). Higher means the image is more likely to contain the query.
     """
     return float(np.mean([token["score"] for token in tokens])) if tokens else float("nan")
-
-
-def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
-    """
-    Bounding boxes of the 8-connected regions of a boolean mask, as `[left, top, right, bottom]` pixel
-    coordinates with `right`/`bottom` exclusive (PIL's crop convention), sorted top to bottom, then left to right.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2 or not mask.any():
-        return []
-    height, width = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
-    run_rows, run_starts, run_ends = starts[0], starts[1], ends[1]  # ends exclusive; both in row-major order
-    parent = list(range(len(run_rows)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    row_first = np.searchsorted(run_rows, np.arange(height + 1))
-    for row in range(1, height):
-        above, here = range(row_first[row - 1], row_first[row]), range(row_first[row], row_first[row + 1])
-        j = above.start
-        for i in here:
-            # 8-connectivity: runs touch when they overlap or meet at a corner.
-            while j < above.stop and run_ends[j] < run_starts[i]:
-                j += 1
-            k = j
-            while k < above.stop and run_starts[k] <= run_ends[i]:
-                parent[find(i)] = find(k)
-                k += 1
-    boxes = {}
-    for i in range(len(run_rows)):
-        root = find(i)
-        left, top, right, bottom = int(run_starts[i]), int(run_rows[i]), int(run_ends[i]), int(run_rows[i]) + 1
-        box = boxes.setdefault(root, [left, top, right, bottom])
-        boxes[root] = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
-    return sorted(boxes.values(), key=lambda box: (box[1], box[0]))
-
-
-def visual_size(width: int, height: int) -> tuple[int, int]:
-    """The `(width, height)` of an image's heatmaps and masks: its own, scaled to fit `MAX_VISUAL_SIDE` if larger."""
-    scale = min(1.0, MAX_VISUAL_SIDE / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def visual_image(image: Image.Image) -> Image.Image:
-    """`image` at `visual_size`: what heatmaps are drawn over."""
-    size = visual_size(*image.size)
-    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
-
-
-def token_visuals(token_map: torch.Tensor, image_size: tuple[int, int], threshold: float, shown=None):
-    """
-    The image-size pictures of one token's stitched map, made one token at a time in float32.
-
-    Args:
-        token_map (`torch.Tensor` of shape `(rows * side, cols * side)`): the token's stitched similarity map.
-        image_size (`(width, height)`): the input image's size in pixels.
-        threshold (`float`): mask threshold on the cosine similarity.
-        shown (`PIL.Image.Image`, *optional*): the image at `visual_size` (`visual_image`), to draw the heatmap on.
-
-    Returns:
-        `(mask, boxes, heatmap)`: `mask` a bool array `(height, width)` at the image's `visual_size`; `boxes` of its
-        connected regions in the image's own pixel coordinates; `heatmap` an RGB PIL image of the mask's size, or
-        `None` without `shown`.
-    """
-    width, height = visual_size(*image_size)
-    resized = torch.nn.functional.interpolate(
-        token_map.float()[None, None], size=(height, width), mode="bilinear", align_corners=False
-    )[0, 0].numpy()
-    mask = resized > threshold
-    boxes = mask_to_boxes(mask)
-    if (width, height) != tuple(image_size):
-        sx, sy = image_size[0] / width, image_size[1] / height
-        boxes = [
-            [int(left * sx), int(top * sy), min(image_size[0], round(right * sx)), min(image_size[1], round(bottom * sy))]
-            for left, top, right, bottom in boxes
-        ]
-    return mask, boxes, overlay_heatmap(shown, resized) if shown is not None else None
 
 
 class TokenSimilarityPipeline(ChunkPipeline):
@@ -274,34 +188,20 @@ class TokenSimilarityPipeline(ChunkPipeline):
         return outputs
 
     def postprocess(self, model_outputs, query_ids=None, threshold=None, return_visuals=True):
-        if threshold is None:  # the model's own (stored with its image processor; 0.2 for the released models)
-            threshold = self.processor.image_processor.mask_threshold
-        image, grid, page = model_outputs[-1]["image"], model_outputs[-1]["grid"], model_outputs[-1]["page"]
+        last = model_outputs[-1]
+        image, page = last["image"], last["page"]
         similarity = torch.cat([output["similarity"] for output in model_outputs])  # (tiles, queries, tokens, L)
-        if model_outputs[-1].get("map_size") is not None:  # one whole image (ResNet variant)
-            maps = whole_image_map(similarity[0], model_outputs[-1]["map_size"])  # (queries, tokens, h, w)
-        else:
-            maps = stitch_tiles(similarity.permute(1, 2, 0, 3), grid)  # (queries, tokens, H, W)
-        shown = visual_image(image) if return_visuals else None
-        results = []
-        for query_index, ids in enumerate(query_ids):
-            tokens = []
-            for token_index, token_id in enumerate(ids):
-                token_map = maps[query_index, token_index]
-                mask, boxes, heatmap = token_visuals(token_map, image.size, threshold, shown)
-                token = {
-                    "token": self.processor.tokenizer.decode([token_id]),
-                    "token_id": int(token_id),
-                    "score": float(token_map.max()),
-                    "similarity": token_map.numpy().astype(np.float32, copy=True),
-                    "boxes": boxes,
-                }
-                if return_visuals:
-                    token.update(heatmap=heatmap, mask=mask)
-                if page is not None:
+        whole = last.get("map_size") is not None  # one whole image (ResNet variant)
+        results = self.processor.post_process_token_similarity(
+            similarity.permute(1, 2, 0, 3), [list(ids) for ids in query_ids],
+            grid_cols_rows=[(1, 1) if whole else last["grid"]], image_sizes=[(image.height, image.width)],
+            num_tiles=[similarity.shape[0]], map_sizes=[last["map_size"]] if whole else None,
+            threshold=threshold, images=[image] if return_visuals else None,
+        )[0]
+        if page is not None:
+            for tokens in results:
+                for token in tokens:
                     token["page"] = page
-                tokens.append(token)
-            results.append(tokens)
         return results
 
 

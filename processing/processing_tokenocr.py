@@ -7,7 +7,8 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
-from .settings_tokenocr import MAX_QUERY_TOKENS, check_queries, prepare_query
+from .settings_tokenocr import MAX_QUERY_TOKENS, check_queries, check_threshold, prepare_query
+from .visualization_tokenocr import token_visuals, visual_image
 
 
 def stitch_tiles(tile_maps: torch.Tensor, grid_cols_rows) -> torch.Tensor:
@@ -155,6 +156,74 @@ class TokenOCRProcessor(ProcessorMixin):
             maps.append(stitch_tiles(similarity[..., start : start + count, :], grid))
             start += count
         return maps
+
+    def post_process_token_similarity(
+        self,
+        similarity,
+        input_ids,
+        grid_cols_rows,
+        image_sizes,
+        num_tiles=None,
+        map_sizes=None,
+        attention_mask=None,
+        threshold: float | None = None,
+        images=None,
+    ) -> list[list[list[dict]]]:
+        r"""
+        From the model's similarity to what each query token finds on each image: the one post-processing path of
+        the pipeline, the command line, evaluation and the demo. Each image's maps are stitched from its tiles, or
+        cropped out of the batch padding for whole images ([`~TokenOCRProcessor.post_process_similarity`], never
+        guessed from the number of locations), resized to the image, thresholded, and turned into boxes.
+
+        Args:
+            similarity (`torch.Tensor` of shape `(num_queries, sequence_length, total_tiles, num_locations)`):
+                [`TokenOCROutput.similarity`] or `TokenOCRModel.get_similarity(...)`.
+            input_ids (`(num_queries, sequence_length)`): the query ids (padded, with `attention_mask`).
+            grid_cols_rows, num_tiles, map_sizes: as the processor returned them for the images.
+            image_sizes (`(num_images, 2)`): each image's `(height, width)`, as the processor returned them.
+            attention_mask (`(num_queries, sequence_length)`, *optional*): 0 at padding, which is left out.
+            threshold (`float`, *optional*): mask threshold on the cosine similarity; default the model's own,
+                `image_processor.mask_threshold`.
+            images (`list[PIL.Image.Image]`, *optional*): the images themselves; when given, each token also gets its
+                `heatmap` (RGB PIL image) and `mask` (bool array), both at the image's size (scaled to fit
+                `MAX_VISUAL_SIDE` when larger).
+
+        Returns:
+            Per image, per query, per token a dict: `token` (its text), `token_id`, `score` (its best similarity
+            on the image), `similarity` (float32 map at feature resolution) and `boxes` (`[left, top, right,
+            bottom]` of the mask's connected regions, in image pixels), plus `heatmap` and `mask` with `images`.
+        """
+        threshold = self.image_processor.mask_threshold if threshold is None else check_threshold(threshold)
+        ids = input_ids.tolist() if hasattr(input_ids, "tolist") else [list(row) for row in input_ids]
+        ids = [ids] if ids and not isinstance(ids[0], list) else ids
+        if attention_mask is not None:
+            mask = attention_mask.tolist() if hasattr(attention_mask, "tolist") else attention_mask
+            mask = [mask] if mask and not isinstance(mask[0], list) else mask
+            ids = [[i for i, keep in zip(row, keep_row) if keep] for row, keep_row in zip(ids, mask)]
+        sizes = np.asarray(image_sizes.tolist() if hasattr(image_sizes, "tolist") else image_sizes).reshape(-1, 2)
+        maps_per_image = self.post_process_similarity(similarity, grid_cols_rows, num_tiles, map_sizes)
+        if len(sizes) != len(maps_per_image) or (images is not None and len(images) != len(sizes)):
+            raise ValueError(f"Got maps of {len(maps_per_image)} images but {len(sizes)} image sizes.")
+        results = []
+        for index, (maps, (height, width)) in enumerate(zip(maps_per_image, sizes)):
+            shown = visual_image(images[index]) if images is not None else None
+            results.append([
+                [self._token_result(maps[q, t], token_id, (int(width), int(height)), threshold, shown)
+                 for t, token_id in enumerate(query)]
+                for q, query in enumerate(ids)
+            ])
+        return results
+
+    def _token_result(self, token_map, token_id: int, image_size, threshold: float, shown) -> dict:
+        mask, boxes, heatmap = token_visuals(token_map, image_size, threshold, shown)
+        result = {
+            "token": self.tokenizer.decode([int(token_id)]), "token_id": int(token_id),
+            "score": float(token_map.max()), "similarity": token_map.float().numpy().astype(np.float32, copy=True),
+            "boxes": boxes,
+        }
+        if shown is not None:
+            result.update(heatmap=heatmap, mask=mask)
+        return result
 
     @staticmethod
     def _whole_image_maps(similarity, grids, num_tiles, map_sizes) -> list[torch.Tensor]:

@@ -19,6 +19,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .settings_tokenocr import MAX_VISUAL_SIDE
+
 
 DEFAULT_FLOOR = 0.5  # the part of a map's range (after normalisation) left uncoloured
 DEFAULT_OPACITY = 0.85
@@ -74,25 +76,30 @@ def normalize_map(values: np.ndarray, value_range: tuple[float, float] | None = 
     return np.clip(result, 0.0, 1.0, out=result)
 
 
-def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_map(values, size: tuple[int, int]) -> np.ndarray:
     """
-    Resize a map bilinearly, for display.
+    A similarity map resized to an image, as every surface does it (pipeline, command line, evaluation, demo):
+    bilinear, `align_corners=False`, in float32.
 
     Args:
-        values (`np.ndarray` of shape `(rows, cols)`): e.g. a stitched similarity map at feature resolution.
+        values (`np.ndarray` or `torch.Tensor` of shape `(..., rows, cols)`): e.g. stitched maps at feature resolution.
         size (`(width, height)`): the target size, PIL order (e.g. `image.size`).
 
     Returns:
-        `np.ndarray` float32 of shape `(height, width)`.
+        `np.ndarray` float32 of shape `(..., height, width)`.
     """
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 2:
-        raise ValueError(f"A similarity map must have shape (height, width), got {values.shape}.")
+    import torch
+
+    maps = torch.as_tensor(np.asarray(values, dtype=np.float32) if not isinstance(values, torch.Tensor) else values)
+    if maps.dim() < 2:
+        raise ValueError(f"A similarity map must have shape (height, width), got {tuple(maps.shape)}.")
     width, height = (int(v) for v in size)
-    if values.shape == (height, width):
-        return values
-    resized = Image.fromarray(np.ascontiguousarray(values)).resize((width, height), Image.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)
+    maps = maps.float()
+    if tuple(maps.shape[-2:]) == (height, width):
+        return maps.numpy()
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    resized = torch.nn.functional.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+    return resized.reshape(*maps.shape[:-2], height, width).numpy()
 
 
 def overlay_heatmap(
@@ -280,12 +287,102 @@ def query_strip(
     return heatmap_strip(panels, captions, panel_width=panel_width, columns=columns, title=title)
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# From a stitched map to what a user sees: the map on the image, its mask and boxes (one owner for every surface).
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
+    """
+    Bounding boxes of the 8-connected regions of a boolean mask, as `[left, top, right, bottom]` pixel
+    coordinates with `right`/`bottom` exclusive (PIL's crop convention), sorted top to bottom, then left to right.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or not mask.any():
+        return []
+    height, width = mask.shape
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+    run_rows, run_starts, run_ends = starts[0], starts[1], ends[1]  # ends exclusive; both in row-major order
+    parent = list(range(len(run_rows)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    row_first = np.searchsorted(run_rows, np.arange(height + 1))
+    for row in range(1, height):
+        above, here = range(row_first[row - 1], row_first[row]), range(row_first[row], row_first[row + 1])
+        j = above.start
+        for i in here:
+            # 8-connectivity: runs touch when they overlap or meet at a corner.
+            while j < above.stop and run_ends[j] < run_starts[i]:
+                j += 1
+            k = j
+            while k < above.stop and run_starts[k] <= run_ends[i]:
+                parent[find(i)] = find(k)
+                k += 1
+    boxes = {}
+    for i in range(len(run_rows)):
+        root = find(i)
+        left, top, right, bottom = int(run_starts[i]), int(run_rows[i]), int(run_ends[i]), int(run_rows[i]) + 1
+        box = boxes.setdefault(root, [left, top, right, bottom])
+        boxes[root] = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
+    return sorted(boxes.values(), key=lambda box: (box[1], box[0]))
+
+
+def visual_size(width: int, height: int) -> tuple[int, int]:
+    """The `(width, height)` of an image's heatmaps and masks: its own, scaled to fit `MAX_VISUAL_SIDE` if larger."""
+    scale = min(1.0, MAX_VISUAL_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def visual_image(image: Image.Image) -> Image.Image:
+    """`image` at `visual_size`: what heatmaps are drawn over."""
+    size = visual_size(*image.size)
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
+
+
+def token_visuals(token_map, image_size: tuple[int, int], threshold: float, shown=None):
+    """
+    The image-size pictures of one token's stitched map, made one token at a time in float32.
+
+    Args:
+        token_map (`torch.Tensor` of shape `(rows * side, cols * side)`): the token's stitched similarity map.
+        image_size (`(width, height)`): the input image's size in pixels.
+        threshold (`float`): mask threshold on the cosine similarity.
+        shown (`PIL.Image.Image`, *optional*): the image at `visual_size` (`visual_image`), to draw the heatmap on.
+
+    Returns:
+        `(mask, boxes, heatmap)`: `mask` a bool array `(height, width)` at the image's `visual_size`; `boxes` of its
+        connected regions in the image's own pixel coordinates; `heatmap` an RGB PIL image of the mask's size, or
+        `None` without `shown`.
+    """
+    width, height = visual_size(*image_size)
+    resized = resize_map(token_map, (width, height))
+    mask = resized > threshold
+    boxes = mask_to_boxes(mask)
+    if (width, height) != tuple(image_size):
+        sx, sy = image_size[0] / width, image_size[1] / height
+        boxes = [
+            [int(left * sx), int(top * sy), min(image_size[0], round(right * sx)), min(image_size[1], round(bottom * sy))]
+            for left, top, right, bottom in boxes
+        ]
+    return mask, boxes, overlay_heatmap(shown, resized) if shown is not None else None
+
+
 __all__ = [
     "colorize",
     "format_caption",
     "heatmap_strip",
+    "mask_to_boxes",
     "normalize_map",
     "overlay_heatmap",
     "query_strip",
     "resize_map",
+    "token_visuals",
+    "visual_image",
+    "visual_size",
 ]

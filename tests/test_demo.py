@@ -239,3 +239,26 @@ def test_the_app_shares_the_packages_defaults():
 
     assert app.DEFAULT_THRESHOLD == settings.DEFAULT_THRESHOLD
     assert app.PDF_DPI == settings.DEFAULT_PDF_DPI
+
+
+@pytest.mark.parametrize("layout", ["original", "converted"])
+def test_the_demo_serves_the_r50_variant(layout, tmp_path, converted):
+    """Both R50 layouts load, and the demo's maps are the pipeline's (whole-image post-processing, not tiles)."""
+    from tokenocr import TokenSimilarityPipeline
+    from tokenocr.conversion import load_original
+
+    source = ROOT / "tests/fixtures/original/r50_tiny/checkpoint"
+    spec = str(source if layout == "original" else converted("r50_tiny"))
+    assert app_module.model_kind(spec) == ("original" if layout == "original" else "folder")
+    page = tmp_path / "page.png"
+    Image.open(ROOT / "tests/fixtures/original/r50_tiny/inputs/doc_wide.png").save(page)
+    demo = app_module.DemoApp([spec])
+    try:
+        gallery, *_, relevance, table, summary, status = demo.run(str(page), None, 1, "Invoice 12", 0.2, spec)
+    finally:
+        demo.close()
+    assert "whole page" in status
+    model, processor = load_original(source)
+    tokens = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")(str(page), "Invoice 12")
+    assert [row[2] for row in table] == [token["token_id"] for token in tokens]
+    assert [row[3] for row in table] == pytest.approx([round(token["score"], 4) for token in tokens], abs=2e-4)

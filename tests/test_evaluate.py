@@ -92,7 +92,7 @@ class CraftedModel(torch.nn.Module):
     def device(self):
         return self.anchor.device
 
-    def get_similarity(self, pixel_values, input_ids):
+    def get_similarity(self, pixel_values, input_ids, pixel_sizes=None):
         self.page, self.calls = self.calls, self.calls + 1  # one call per page: its two tiles fit one batch
         tiles = []
         for token_id in input_ids[0].tolist():
@@ -140,3 +140,22 @@ def test_evaluation_on_crafted_maps():
     figures = result.to_dict()
     assert figures["precision_at_1"] is None and "extra" not in figures
     json.dumps(figures, allow_nan=False)
+
+
+def test_r50_pages_are_evaluated_on_the_pipelines_maps():
+    from tokenocr import TokenSimilarityPipeline
+    from tokenocr.conversion import load_original
+    from tokenocr.training.evaluate import page_maps
+
+    model, processor = load_original(FIXTURES / "r50_tiny" / "checkpoint")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 130, 3), dtype=np.uint8))
+    finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")
+    tokens = finder(image, "Invoice 12", return_visuals=False)
+    maps = page_maps(model, processor, image, [token["token_id"] for token in tokens])
+    assert maps.shape == (len(tokens), 4 * 3, 4 * 5)  # a whole image of 70 x 130 pixels: a 12 x 20 map
+    np.testing.assert_allclose(maps.numpy(), np.stack([token["similarity"] for token in tokens]), atol=1e-5)
+    mask = np.zeros((70, 130), dtype=np.int64)
+    mask[10:30, 20:60] = 1
+    example = {"image": image, "mask": mask, "tokens": [{"id": tokens[1]["token_id"], "text": "x", "mask_index": 1}]}
+    result = evaluate_model(model, processor, [example], num_queries=0)
+    assert result.tokens == 1 and 0.0 <= result.map_auc <= 1.0

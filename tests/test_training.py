@@ -504,6 +504,6 @@ def test_evaluate_command_prints_and_writes_the_figures(processor, tmp_path, cap
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert figures["pages"] == 3 and f"pointing accuracy   {figures['pointing_accuracy']:.4f}" in printed
     assert main(argv) == 1
-    assert "figures.json' exists" in error_line(capsys)
+    assert "figures.json' already exists; it is never replaced" in error_line(capsys)
     assert json.loads((tmp_path / "figures.json").read_text()) == figures
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "figures.json", "model"]

@@ -171,3 +171,24 @@ def test_model_input_names_list_every_returned_key(tokenizer, do_tiling):
     assert set(processor.image_processor(image)) <= set(processor.image_processor.model_input_names)
     if not do_tiling:
         assert "pixel_sizes" in inputs and "pixel_sizes" in processor.model_input_names
+
+
+def test_with_the_package_a_converted_folder_loads_the_installed_classes(converted):
+    from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
+
+    import tokenocr  # noqa: F401  (registers the Auto classes and the task)
+    from tokenocr import TokenSimilarityPipeline
+    from tokenocr.modeling import TokenOCRConfig
+    from tokenocr.processing import TokenOCRProcessor
+
+    folder = converted("tiny_seg")
+    assert (folder / "modeling_tokenocr.py").is_file()  # the folder has its own code, which must not run
+    assert type(AutoConfig.from_pretrained(folder)) is TokenOCRConfig
+    assert type(AutoModel.from_pretrained(folder)) is TokenOCRModel
+    assert type(AutoProcessor.from_pretrained(folder)) is TokenOCRProcessor
+    # transformers' pipeline() refuses a folder that declares custom_pipelines without trust_remote_code, whatever
+    # is registered; naming the installed class is its way to use local code.
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("token-similarity", model=str(folder))
+    finder = pipeline("token-similarity", model=str(folder), pipeline_class=TokenSimilarityPipeline)
+    assert type(finder.model) is TokenOCRModel and type(finder) is TokenSimilarityPipeline

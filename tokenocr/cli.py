@@ -187,8 +187,18 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model folder's or repo's own Python code instead of the installed classes")
 
 
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tokenocr")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokenocr", description="TokenOCR: token-level text-image similarity for document images.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     similarity = commands.add_parser(
         "similarity", help="per-token heatmaps, masks and boxes for text queries on document images",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..processing.image_processing_tokenocr import to_rgb_image
-from ..processing.processing_tokenocr import stitch_tiles
+from ..processing.visualization_tokenocr import resize_map
 from .data import mask_array
 
 
@@ -159,23 +159,29 @@ def choose_queries(pages_words: list[set[str]], k: int, count: int, seed: int = 
 
 @torch.no_grad()
 def page_maps(model, processor, image, token_ids: list[int], max_tiles=None, tiles_per_batch: int = 8):
-    """`(tokens, rows * side, cols * side)` stitched similarity maps of `token_ids` on `image` (no thumbnail)."""
+    """
+    `(tokens, h, w)` similarity maps of `token_ids` on `image`, as the processor post-processes them for every
+    surface: stitched from the grid tiles (no thumbnail) for a ViT model, the whole image's map for a ResNet one.
+    """
     tiling = {"use_thumbnail": False, **({"max_tiles": max_tiles} if max_tiles is not None else {})}
-    tiles = processor.image_processor(image, return_tensors="pt", **tiling)
-    cols, rows = tiles["grid_cols_rows"][0].tolist()
+    inputs = processor.image_processor(image, return_tensors="pt", **tiling)
     ids = torch.tensor([token_ids], device=model.device)
     dtype = next(model.parameters()).dtype
+    pixel_values, pixel_sizes = inputs["pixel_values"], inputs.get("pixel_sizes")
     pieces = [
-        model.get_similarity(tiles["pixel_values"][start : start + tiles_per_batch].to(model.device, dtype), ids)[0]
-        for start in range(0, cols * rows, tiles_per_batch)
+        model.get_similarity(pixel_values[start : start + tiles_per_batch].to(model.device, dtype), ids,
+                             pixel_sizes=None if pixel_sizes is None else pixel_sizes[start : start + tiles_per_batch])
+        for start in range(0, len(pixel_values), tiles_per_batch)
     ]
-    return stitch_tiles(torch.cat(pieces, dim=1).float().cpu(), (cols, rows))
+    similarity = torch.cat(pieces, dim=2).float().cpu()  # (1, tokens, tiles, locations)
+    maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
+                                             inputs.get("map_sizes"))
+    return maps[0][0]
 
 
 def resize_maps(maps: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Maps resized to the page (bilinear, `align_corners=False`), as the pipeline resizes them."""
-    resized = torch.nn.functional.interpolate(maps[:, None], size=(height, width), mode="bilinear", align_corners=False)
-    return resized[:, 0].numpy()
+    """Maps resized to the page as every surface resizes them (`visualization_tokenocr.resize_map`)."""
+    return resize_map(maps, (width, height))
 
 
 def score_page(maps: np.ndarray, truths: list[np.ndarray], threshold: float) -> dict:

@@ -152,6 +152,7 @@ def default_training_arguments(output_dir, **overrides) -> TrainingArguments:
         "warmup_steps": 0.03,
         "optim": "adamw_torch",
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning is for copies to a GPU
         "per_device_train_batch_size": 8,
         "logging_steps": 10,
         "save_steps": 500,
@@ -188,6 +189,11 @@ def build_trainer(
     `learn_seg_temperature`) the head's ([`TokenOCRForTokenAlignment`]; the default is the authors' objective).
     """
     head = alignment_model(model, **loss_settings)
+    # The special ids Trainer would align (with a notice) are the tokenizer's; set them here, quietly.
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(processor.tokenizer, name, None)
+        if value is not None and getattr(head.config, name, None) != value:
+            setattr(head.config, name, value)
     apply_training_policy(head, policy, unfrozen_vision_layers)
     if args.remove_unused_columns:
         raise ValueError("Token-mask training needs TrainingArguments(remove_unused_columns=False).")

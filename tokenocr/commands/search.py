@@ -23,11 +23,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", "
 
 
 def list_sources(specs: list[str]) -> list[str]:
-    """Every image or PDF file named by `specs` (files, folders, glob patterns), in a deterministic order."""
+    """
+    Every image or PDF file named by `specs` (files, folders searched recursively, glob patterns), in a deterministic
+    order (sorted paths).
+    """
     files = []
     for spec in specs:
         if os.path.isdir(spec):
-            found = sorted(str(p) for p in Path(spec).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         elif os.path.isfile(spec):
             found = [spec]
         else:
@@ -144,6 +147,9 @@ def print_top(out: Path, queries: list[str], top_k: int) -> None:
 def plan(args) -> dict:
     """What a run will do, checked before any model is loaded: the output, the pages left to score, and what an
     earlier output (with `--resume`) already holds."""
+    from ..processing.settings_tokenocr import check_queries
+
+    check_queries(args.query)
     out = check_output(args)
     entries = list_pages(list_sources(args.images), args.pages)
     seen, length = read_earlier_output(out) if out.exists() else ({}, 0)

@@ -20,8 +20,9 @@ def display_name(path: str) -> str:
 
 
 def safe_name(text: str) -> str:
+    """`text` as part of a file name; a text of only spaces or punctuation (' ', '/') is named by its code points."""
     cleaned = re.sub(r"[^\w.-]+", "_", display_name(text).strip()).strip("._")
-    return cleaned[:40] or "token"
+    return cleaned[:40] or "U" + "-".join(f"{ord(character):04X}" for character in display_name(text))[:39]
 
 
 def foreign_entries(folder: Path) -> list[str]:
@@ -43,14 +44,38 @@ def foreign_entries(folder: Path) -> list[str]:
     return [entry for entry in entries if entry not in written]
 
 
+def check_readable(path: str, pages: str | None) -> int:
+    """
+    A local `--image` file is an image PIL can open (header only) or a PDF holding the `pages` asked for; returns
+    how many pages it stands for (1 for an image).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    with open(path, "rb") as file:
+        is_pdf = file.read(5) == b"%PDF-"
+    if is_pdf:
+        from ..processing.image_processing_tokenocr import pdf_page_numbers
+
+        return len(pdf_page_numbers(path, pages))  # a damaged PDF or pages past its end: a ValueError naming it
+    try:
+        with Image.open(path):
+            return 1
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"--image '{display_name(path)}' is neither an image nor a PDF that can be read ({error})") from None
+
+
 def check_inputs(args) -> Path:
     """Everything that can be checked before loading the model; returns the destination folder."""
+    from ..processing.settings_tokenocr import check_queries
+
+    check_queries(args.query)
     for image in args.image:
         if not image.startswith(("http://", "https://")):
             if not os.path.exists(image):
                 raise FileNotFoundError(f"--image '{display_name(image)}' does not exist")
             if os.path.isdir(image):
                 raise ValueError(f"--image '{display_name(image)}' is a folder; give image or PDF files")
+            check_readable(image, args.pages)
     destination = check_output_location(args.out, [args.model, *args.image], "--out")
     check_replaceable(destination, args.force, foreign_entries, "--out")
     return destination
@@ -77,7 +102,7 @@ def write_token_pictures(token: dict, image, shown, threshold: float, folder: Pa
     import torch
     from PIL import Image
 
-    from ..processing.pipeline_tokenocr import token_visuals
+    from ..processing.visualization_tokenocr import token_visuals
 
     mask, _, heatmap = token_visuals(torch.from_numpy(token["similarity"]), image.size, threshold, shown)
     heatmap.save(folder / f"{stem}-heatmap.png")
@@ -93,15 +118,16 @@ def run(args, finder) -> Path:
     from huggingface_hub.utils import tqdm
 
     from ..processing import relevance_score
-    from ..processing.pipeline_tokenocr import visual_image
-    from ..processing.visualization_tokenocr import query_strip
+    from ..processing.visualization_tokenocr import query_strip, visual_image
 
     destination = Path(args.out).expanduser().absolute()
     threshold = finder.processor.image_processor.mask_threshold if args.threshold is None else args.threshold
     summary = {"tool": TOOL, "model": args.model, "threshold": threshold, "images": []}
     with building_folder(destination, PROGRAM) as building:
-        for index, path, page, image in tqdm(iter_pages(args.image, args.pages, args.dpi), desc="Images", unit="image",
-                                             file=sys.stderr):
+        total = sum(1 if image.startswith(("http://", "https://")) else check_readable(image, args.pages)
+                    for image in args.image)
+        pages = iter_pages(args.image, args.pages, args.dpi)
+        for index, path, page, image in tqdm(pages, total=total, desc="Images", unit="image", file=sys.stderr):
             results = finder(image, list(args.query), threshold=threshold, max_tiles=args.max_tiles,
                              return_visuals=False)
             folder = building / (f"{index:03d}-{safe_name(Path(path).stem)}" + (f"-p{page}" if page else ""))

@@ -88,7 +88,11 @@ def run_evaluate(args):
     from ..training.data import load_token_mask_dataset
     from ..training.evaluate import evaluate_model
 
-    json_path = check_output_location(args.json, [args.model, args.data], "--json") if args.json else None
+    json_path = None
+    if args.json:
+        if Path(args.json).exists() or Path(args.json).is_symlink():
+            raise OutputError(f"--json '{args.json}' already exists; it is never replaced, choose a new file name")
+        json_path = check_output_location(args.json, [args.model, args.data], "--json")
     device = check_device(args.device)
     dataset = load_token_mask_dataset(args.data)
     if args.max_pages is not None:
