@@ -30,6 +30,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -41,9 +42,9 @@ from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent
 REPO_ROOT = DEMO_DIR.parent
-# The model loaded when none is given, relative to the repository root (or absolute, or a hub repo id). Today the
-# small test checkpoint with random weights: it runs offline in seconds but its heatmaps mean nothing.
-DEFAULT_MODEL = "tests/fixtures/original/tiny_seg/checkpoint"
+# The model loaded when none is given, relative to the repository root (or absolute, or a hub repo id): the small
+# demonstration model trained on synthetic pages (training/recipe.py), which runs offline in seconds.
+DEFAULT_MODEL = "models/tokenocr-tiny-synthetic"
 # Checkpoints in here have random weights; the interface says so when one is chosen.
 UNTRAINED_DIR = REPO_ROOT / "tests" / "fixtures"
 # Loaded when DEFAULT_MODEL is not there, as on a Space (keep in step with the `models:` of README.md).
@@ -282,6 +283,28 @@ def render_pdf_page(path: str, page_number: int, dpi: int = PDF_DPI):
         document.close()
 
 
+def upload_folder() -> Path:
+    """Where Gradio stores uploaded files (its own rule: `$GRADIO_TEMP_DIR`, else `<tmp>/gradio`)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def checked_file(path: str, allowed_dirs) -> str:
+    """
+    `path` if it is a regular file inside one of `allowed_dirs` (the upload folder, the demo's examples), links
+    resolved; anything else is refused with the same message, which names no path and does not tell whether the
+    path exists (a request can name any path on the server).
+    """
+    refused = DemoError("that file was not uploaded to this demo; upload the page again")
+    try:
+        real = Path(path).resolve(strict=True)
+        regular = stat.S_ISREG(os.stat(real).st_mode)  # not a FIFO, a device or a folder: nothing that can block
+    except (OSError, RuntimeError, ValueError):
+        raise refused from None
+    if not regular or not any(real.is_relative_to(Path(folder).resolve()) for folder in allowed_dirs):
+        raise refused
+    return str(real)
+
+
 def _file_path(value) -> str | None:
     """The local path of a file input, as Gradio passes it without preprocessing (a dict) or preprocessed (a str)."""
     if value is None or value == "":
@@ -313,9 +336,11 @@ class PageRequest:
         return f"page {self.page_number} of {name}" if self.kind == "pdf" else name
 
 
-def page_request(image, pdf, page_number) -> PageRequest:
-    """The page to analyse: a PDF's page when a PDF is given, else the image."""
+def page_request(image, pdf, page_number, allowed_dirs) -> PageRequest:
+    """The page to analyse: a PDF's page when a PDF is given, else the image; only files in `allowed_dirs`."""
     pdf_path, image_path = _file_path(pdf), _file_path(image)
+    pdf_path = checked_file(pdf_path, allowed_dirs) if pdf_path else None
+    image_path = checked_file(image_path, allowed_dirs) if image_path else None
     if pdf_path:
         try:
             number = int(page_number) if page_number not in (None, "") else 1
@@ -507,7 +532,10 @@ def summary_json(spec, request: PageRequest, page, query, threshold, relevance, 
 class DemoApp:
     """Everything but the interface: models, the vision-pass cache, and one Run."""
 
-    def __init__(self, specs: list[str], device: str = "cpu", dtype: str = "float32", cache_gb: float = DEFAULT_CACHE_GB):
+    def __init__(self, specs: list[str], device: str = "cpu", dtype: str = "float32", cache_gb: float = DEFAULT_CACHE_GB,
+                 allowed_dirs=None):
+        # Pages are opened only from these folders: Gradio's uploads and the demo's own examples.
+        self.allowed_dirs = tuple(allowed_dirs) if allowed_dirs is not None else (upload_folder(), EXAMPLES_DIR)
         self.pool = ModelPool(specs, device, dtype)
         self.cache = FeatureCache(int(cache_gb * 1024**3))
         self.output_dir = Path(tempfile.mkdtemp(prefix="tokenocr-demo-"))
@@ -543,12 +571,13 @@ class DemoApp:
             raise DemoError("type the text to find (the query is empty)")
         if len(query) > MAX_QUERY_CHARACTERS:
             raise DemoError(f"the query is {len(query)} characters long; the demo takes at most {MAX_QUERY_CHARACTERS}")
-        threshold = DEFAULT_THRESHOLD if threshold in (None, "") else float(threshold)
-        request = page_request(image, pdf, page_number)
+        request = page_request(image, pdf, page_number, self.allowed_dirs)
         spec = spec or self.specs[0]
         if progress is not None:
             progress(0.0, desc=f"Loading {spec}")
         loaded = self.pool.get(spec)
+        # No threshold given: the model's own (stored with its image processor; 0.2 for the released models).
+        threshold = loaded.processor.image_processor.mask_threshold if threshold in (None, "") else float(threshold)
         entry, vision_seconds = self.page_features(loaded, request, progress)
         start = time.perf_counter()
         tokens, token_ids, maps = score_query(loaded, entry, query)
@@ -582,13 +611,25 @@ class DemoApp:
 # ------------------------------------------------------------------------------------------ the interface
 
 
-def _examples() -> list[list]:
+def model_threshold(spec: str) -> float:
+    """The mask threshold stored with a local model folder (`preprocessor_config.json`), else the original's 0.2."""
+    try:
+        stored = json.loads((_resolve_path(spec) / "preprocessor_config.json").read_text(encoding="utf-8"))
+        value = float(stored.get("mask_threshold", DEFAULT_THRESHOLD))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return DEFAULT_THRESHOLD
+    return value if -1.0 <= value <= 1.0 else DEFAULT_THRESHOLD
+
+
+def _examples(threshold: float = DEFAULT_THRESHOLD) -> list[list]:
     """Example inputs: [image, pdf, page, query, threshold] (filled in on click; the model runs only on Run)."""
     examples = []
+    if (EXAMPLES_DIR / "synthetic_page.png").is_file():  # what the demonstration model was trained for
+        examples.append([str(EXAMPLES_DIR / "synthetic_page.png"), None, 1, "2024", threshold])
     if (EXAMPLES_DIR / "receipt.png").is_file():
-        examples.append([str(EXAMPLES_DIR / "receipt.png"), None, 1, "TOTAL", DEFAULT_THRESHOLD])
+        examples.append([str(EXAMPLES_DIR / "receipt.png"), None, 1, "TOTAL", threshold])
     if (EXAMPLES_DIR / "notice.pdf").is_file():
-        examples.append([None, str(EXAMPLES_DIR / "notice.pdf"), 2, "Agenda", DEFAULT_THRESHOLD])
+        examples.append([None, str(EXAMPLES_DIR / "notice.pdf"), 2, "Agenda", threshold])
     return examples
 
 
@@ -624,7 +665,7 @@ def _input_column(gr, app: DemoApp) -> dict:
             widgets["pdf"] = gr.File(label="PDF", file_types=[".pdf"], elem_id="page-pdf")
             widgets["page"] = gr.Number(label="Page", value=1, precision=0, minimum=1, elem_id="page-number")
     widgets["query"] = gr.Textbox(label="Text to find", placeholder="e.g. Invoice total", max_lines=1, elem_id="query")
-    widgets["threshold"] = gr.Slider(-1.0, 1.0, value=DEFAULT_THRESHOLD, step=0.01, elem_id="threshold",
+    widgets["threshold"] = gr.Slider(-1.0, 1.0, value=model_threshold(app.specs[0]), step=0.01, elem_id="threshold",
                                      label="Mask threshold (cosine similarity)")
     widgets["model"] = gr.Dropdown(choices=app.specs, value=app.specs[0], label="Model", elem_id="model",
                                    visible=len(app.specs) > 1)
@@ -660,8 +701,9 @@ def build_interface(app: DemoApp):
                 inputs = _input_column(gr, app)
             with gr.Column(scale=3):
                 outputs = _output_column(gr)
-        if _examples():
-            gr.Examples(_examples(), [inputs[k] for k in ("image", "pdf", "page", "query", "threshold")],
+        examples = _examples(model_threshold(app.specs[0]))
+        if examples:
+            gr.Examples(examples, [inputs[k] for k in ("image", "pdf", "page", "query", "threshold")],
                         cache_examples=False, label="Examples (click one, then Run)")
         _wire_events(gr, app, inputs, outputs, note)
     return interface

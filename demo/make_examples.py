@@ -4,7 +4,8 @@ Draw the synthetic pages the demo and the model card show (run once; the outputs
     python demo/make_examples.py
 
 Writes `hub_cards/sample_page.png` (the model card's example page: a one-tile invoice), and the demo's examples
-`demo/examples/receipt.png` (a two-tile receipt) and `demo/examples/notice.pdf` (two pages). The text is drawn
+`demo/examples/receipt.png` (a two-tile receipt), `demo/examples/notice.pdf` (two pages) and
+`demo/examples/synthetic_page.png` (the demonstration model's sample page, `tokenocr.training.recipe`). The text is drawn
 with Pillow's default font, dark on light paper, large enough to read once the page is scaled down in a strip.
 """
 
@@ -95,6 +96,11 @@ def main() -> None:
     first, second = notice_pages()
     first.save(pdf, "PDF", resolution=150.0, save_all=True, append_images=[second])
     print(f"wrote {pdf.relative_to(ROOT)} ({pdf.stat().st_size // 1024} KiB)")
+    from tokenocr.training.recipe import render_sample_page  # the demonstration model's page (needs the package)
+
+    page = ROOT / "demo" / "examples" / "synthetic_page.png"
+    render_sample_page().save(page)
+    print(f"wrote {page.relative_to(ROOT)} ({page.stat().st_size // 1024} KiB)")
 
 
 if __name__ == "__main__":

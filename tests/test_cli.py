@@ -182,3 +182,29 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     assert process.returncode in INTERRUPTED_STATUSES, stderr
     assert stderr.strip().splitlines() == ["tokenocr: error: interrupted; nothing was written"]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("problem", ["empty query", "not an image", "pages past the end"])
+def test_input_mistakes_are_reported_before_the_model_loads(tmp_path, capsys, monkeypatch, problem):
+    """With a model that cannot load here (an unknown hub id, offline), the input mistake is what is reported."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    image, query, extra = str(IMAGE), "x", []
+    if problem == "empty query":
+        query = " "
+    elif problem == "not an image":
+        image = str(tmp_path / "notes.png")
+        Path(image).write_text("plain text")
+    else:
+        image = str(tmp_path / "two.pdf")
+        page = Image.new("RGB", (60, 40), "white")
+        page.save(image, format="PDF", save_all=True, append_images=[page])
+        extra = ["--pages", "1-3"]
+    started = time.perf_counter()
+    code = main(["similarity", "--model", "nobody/no-such-model", "--image", image, "--query", query,
+                 "--out", str(tmp_path / "out"), *extra])
+    line = error_line(capsys)
+    assert code == 1 and time.perf_counter() - started < 30
+    expected = {"empty query": "non-whitespace character", "not an image": "neither an image nor a PDF",
+                "pages past the end": "3"}[problem]
+    assert expected in line and "nobody/no-such-model" not in line, line
+    assert not (tmp_path / "out").exists()

@@ -34,12 +34,12 @@ def load_app_module():
 
 
 app_module = load_app_module()
-MODEL = app_module.DEFAULT_MODEL
+MODEL = str(ROOT / "tests/fixtures/original/tiny_seg/checkpoint")  # random weights: its pipeline output is the reference
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with DemoServer(tmp_path_factory.mktemp("demo")) as running:
+    with DemoServer(tmp_path_factory.mktemp("demo"), args=["--model", MODEL]) as running:
         yield running
     assert running.process.returncode is not None
 
@@ -191,8 +191,10 @@ def test_which_models_are_offered(monkeypatch, tmp_path):
     resolve = app_module.resolve_models
     assert resolve(["a/b", "c/d", "a/b"], environ={}) == ["a/b", "c/d"]
     assert resolve(None, environ={app_module.MODEL_ENV: " x/y , z/w "}) == ["x/y", "z/w"]
-    assert resolve(None, environ={}) == [app_module.DEFAULT_MODEL]
-    assert app_module.is_untrained(app_module.DEFAULT_MODEL)
+    assert resolve(None, environ={}) == [app_module.DEFAULT_MODEL]  # the shipped demonstration model, trained
+    assert not app_module.is_untrained(app_module.DEFAULT_MODEL) and app_module.is_untrained(MODEL)
+    assert app_module.model_threshold(app_module.DEFAULT_MODEL) != app_module.DEFAULT_THRESHOLD  # its own threshold
+    assert app_module.model_threshold("org/TokenOCR") == app_module.DEFAULT_THRESHOLD
     monkeypatch.setattr(app_module, "DEFAULT_MODEL", str(tmp_path / "absent"))  # as on a Space
     assert resolve(None, environ={}) == list(app_module.HUB_MODELS)
     assert app_module.model_kind("org/TokenOCR") == "hub"
@@ -252,7 +254,7 @@ def test_the_demo_serves_the_r50_variant(layout, tmp_path, converted):
     assert app_module.model_kind(spec) == ("original" if layout == "original" else "folder")
     page = tmp_path / "page.png"
     Image.open(ROOT / "tests/fixtures/original/r50_tiny/inputs/doc_wide.png").save(page)
-    demo = app_module.DemoApp([spec])
+    demo = app_module.DemoApp([spec], allowed_dirs=[tmp_path])
     try:
         gallery, *_, relevance, table, summary, status = demo.run(str(page), None, 1, "Invoice 12", 0.2, spec)
     finally:
@@ -262,3 +264,29 @@ def test_the_demo_serves_the_r50_variant(layout, tmp_path, converted):
     tokens = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")(str(page), "Invoice 12")
     assert [row[2] for row in table] == [token["token_id"] for token in tokens]
     assert [row[3] for row in table] == pytest.approx([round(token["score"], 4) for token in tokens], abs=2e-4)
+
+
+def test_only_uploaded_files_are_opened(tmp_path):
+    """A request can name any server path; only files in the allowed folders (uploads, examples) are opened, and
+    every refusal reads the same, so it tells nothing about what exists."""
+    import os
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    Image.open(SAMPLE_PAGE).save(uploads / "page.png")
+    secret = tmp_path / "secret.png"
+    Image.open(SAMPLE_PAGE).save(secret)
+    (uploads / "link.png").symlink_to(secret)
+    os.mkfifo(uploads / "fifo.png")
+    demo = app_module.DemoApp([MODEL], allowed_dirs=[uploads])
+    try:
+        messages = set()
+        for path in (secret, tmp_path / "absent.png", uploads / "link.png", uploads / "fifo.png", uploads):
+            for image, pdf in (({"path": str(path)}, None), (str(path), None), (None, {"path": str(path)})):
+                with pytest.raises(app_module.DemoError) as error:
+                    demo.run(image, pdf, 1, "Invoice", 0.2, MODEL)
+                messages.add(str(error.value))
+        assert messages == {"that file was not uploaded to this demo; upload the page again"}
+        assert demo.run({"path": str(uploads / "page.png")}, None, 1, "Invoice", 0.2, MODEL)[3] is not None
+    finally:
+        demo.close()

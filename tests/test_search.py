@@ -74,6 +74,20 @@ def test_refuses_what_it_did_not_write(tmp_path, pages, capsys):
     assert search(tmp_path, pages, "--resume", out="notes.jsonl") == 1
     assert "not an earlier output of tokenocr search" in capsys.readouterr().err
     assert (tmp_path / "notes.jsonl").read_text() == '{"something": "else"}\n'
+    # A file without a final newline is not a half-written line of ours: never truncated.
+    (tmp_path / "keep.json").write_text('{"k":1}')
+    assert search(tmp_path, pages, "--resume", out="keep.json") == 1
+    assert "not an earlier output of tokenocr search" in capsys.readouterr().err
+    assert (tmp_path / "keep.json").read_text() == '{"k":1}'
+    # Never an input, never something that is not a regular file.
+    input_image = pages / "doc_wide.png"
+    before = input_image.read_bytes()
+    assert main(["search", "--model", str(SEG), "--images", str(pages), "--query", "x", "--out", str(input_image),
+                 "--resume"]) == 1
+    assert "is also one of the --images inputs" in capsys.readouterr().err and input_image.read_bytes() == before
+    assert main(["search", "--model", str(SEG), "--images", str(pages), "--query", "x", "--out", "/dev/zero",
+                 "--resume"]) == 1
+    assert "is not a regular file" in capsys.readouterr().err
     assert main(["search", "--model", str(SEG), "--images", str(tmp_path / "none*.png"), "--query", "x",
                  "--out", str(tmp_path / "o.jsonl")]) == 1
     assert "names no image" in capsys.readouterr().err

@@ -363,6 +363,10 @@ def test_other_policies(processor):
     vision = set(apply_training_policy(model, "vision"))
     assert "tokenocr.embed_tokens.weight" not in vision and "tokenocr.logit_bias" in vision
     assert "tokenocr.vision_tower.embeddings.patch_embeddings.projection.weight" in vision
+    with_table = set(apply_training_policy(model, "vision", train_embeddings=True))
+    assert with_table == vision | {"tokenocr.embed_tokens.weight"}
+    original = set(apply_training_policy(model, "original", train_embeddings=True))
+    assert "tokenocr.embed_tokens.weight" in original and "tokenocr.vision_tower.embeddings.cls_token" not in original
     everything = set(apply_training_policy(model, "all"))
     assert everything == {name for name, _ in model.named_parameters()}
     with pytest.raises(ValueError, match="Unknown training policy 'some'"):

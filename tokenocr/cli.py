@@ -125,6 +125,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=TRAINING_POLICIES, default="original",
                         help="what trains: original = upsampler, projector and the last vision block (default); "
                         "vision = the whole vision side; all = everything, the embedding table included")
+    parser.add_argument("--train-embeddings", action="store_true",
+                        help="train the token-embedding table too, whatever the policy (for a model with its own small "
+                        "tokenizer)")
     parser.add_argument("--vision-lr-scale", type=_non_negative_float, default=0.05, metavar="F",
                         help="learning-rate factor of the trained vision-tower parameters (default: 0.05)")
     parser.add_argument("--unfrozen-vision-layers", type=_non_negative_int, default=1, metavar="N",

@@ -157,3 +157,23 @@ def demo_card_text(figures: dict, trainer_facts: list[str]) -> tuple[list[str], 
         "it is not a substitute for the released TokenOCR models on real documents."
     )
     return facts, evaluation
+
+
+SAMPLE_LINES = ("Bank account", "balance 2024", "check the", "address")  # held-out words: never seen in training
+SAMPLE_QUERIES = ("2024", "Bank")  # characters written once on the page (a character-level model lights each occurrence)
+
+
+def render_sample_page(lines=SAMPLE_LINES, font_size: int = 32):
+    """The demonstration model's sample page: `lines` in Pillow's built-in font on a 2 x 2-tile page (224 x 224)."""
+    from PIL import Image, ImageDraw
+
+    from .synthetic import load_font
+
+    side = 2 * TILE_SIZE
+    page = Image.new("RGB", (side, side), (250, 248, 240))
+    draw = ImageDraw.Draw(page)
+    font = load_font(None, font_size)
+    pitch = (side - 16) // len(lines)
+    for number, line in enumerate(lines):
+        draw.text((10, 10 + number * pitch), line, font=font, fill=(25, 25, 35))
+    return page

@@ -35,9 +35,14 @@ VISION_TOWER = "vision_tower."
 SEG_TEMPERATURE = ("seg_logit_scale_log", "seg_logit_bias")  # the head's own parameters when the temperature learns
 
 
-def apply_training_policy(model: TokenOCRForTokenAlignment, policy: str = "original", unfrozen_vision_layers: int = 1):
+def apply_training_policy(
+    model: TokenOCRForTokenAlignment, policy: str = "original", unfrozen_vision_layers: int = 1,
+    train_embeddings: bool = False,
+):
     """
-    Set `requires_grad` on `model`'s parameters according to `policy` (see the module docstring).
+    Set `requires_grad` on `model`'s parameters according to `policy` (see the module docstring); with
+    `train_embeddings` the token-embedding table trains too, whatever the policy (for a model with its own small
+    tokenizer, whose table is not a language model's).
 
     Returns:
         `list[str]`: the names of the trainable parameters.
@@ -62,6 +67,8 @@ def apply_training_policy(model: TokenOCRForTokenAlignment, policy: str = "origi
     core.logit_bias.requires_grad_(core.config.fixed_logit_bias is None)
     for name, parameter in model.named_parameters(recurse=False):  # loss_seg's temperature, when it is learned
         parameter.requires_grad_(name in SEG_TEMPERATURE)
+    if train_embeddings:
+        core.embed_tokens.requires_grad_(True)
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
 
 
@@ -174,6 +181,7 @@ def build_trainer(
     policy: str = "original",
     vision_lr_scale: float = 0.05,
     unfrozen_vision_layers: int = 1,
+    train_embeddings: bool = False,
     max_tokens_per_image: int | None = DEFAULT_MAX_TOKENS_PER_IMAGE,
     max_tiles: int | None = None,
     use_thumbnail: bool | None = None,
@@ -194,7 +202,7 @@ def build_trainer(
         value = getattr(processor.tokenizer, name, None)
         if value is not None and getattr(head.config, name, None) != value:
             setattr(head.config, name, value)
-    apply_training_policy(head, policy, unfrozen_vision_layers)
+    apply_training_policy(head, policy, unfrozen_vision_layers, train_embeddings)
     if args.remove_unused_columns:
         raise ValueError("Token-mask training needs TrainingArguments(remove_unused_columns=False).")
     collator = TokenMaskCollator(
@@ -227,7 +235,9 @@ def training_facts(trainer: TokenOCRTrainer, policy: str | None = None) -> list[
         f"term, with the logit {scale:.3g} * cos {model.seg_logit_bias.item():+.3g})",
     ]
     if policy is not None:
-        facts.append(f"trained parameters: policy `{policy}` (`tokenocr.training.train.apply_training_policy`)")
+        table = "trained" if model.tokenocr.embed_tokens.weight.requires_grad else "frozen"
+        facts.append(f"trained parameters: policy `{policy}` (`tokenocr.training.train.apply_training_policy`), the "
+                     f"token-embedding table {table}")
     return facts
 
 

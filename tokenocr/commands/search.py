@@ -11,6 +11,7 @@ file beside the output and the main process merges them, in page order, into the
 import glob
 import json
 import os
+import stat
 import sys
 from collections import deque
 from pathlib import Path
@@ -58,18 +59,26 @@ def _key(entry: dict) -> tuple:
     return entry["image"], entry["page"]
 
 
+LINE_START = b'{"image": '  # how every line this command writes begins (json.dumps keeps the key order)
+
+
 def read_earlier_output(path: Path) -> tuple[dict, int]:
     """`{(image, page): queries with a line}` of an earlier output, and the byte length of its complete lines."""
     seen, complete_length = {}, 0
+    foreign = OutputError(f"--out '{path}' is not an earlier output of tokenocr search; choose another file")
     with open(path, "rb") as file:
         for raw in file:
             if not raw.endswith(b"\n"):
-                break  # the last line of a killed run: rewritten
+                # The last line of a killed run is rewritten, but only after lines of ours, and only if it starts
+                # as ours: a file that merely lacks a final newline is somebody else's.
+                if not seen or not raw.startswith(LINE_START):
+                    raise foreign
+                break
             try:
                 line = json.loads(raw)
                 key, query = (line["image"], line["page"]), line["query"]
             except (ValueError, KeyError, TypeError):
-                raise OutputError(f"--out '{path}' is not an earlier output of tokenocr search; choose another file")
+                raise foreign from None
             seen.setdefault(key, set()).add(query)
             complete_length += len(raw)
     return seen, complete_length
@@ -100,6 +109,8 @@ def check_output(args) -> Path:
         raise OutputError(f"--out '{args.out}' lies inside the model folder; choose another place")
     if out.exists() and not args.resume:
         raise OutputError(f"--out '{args.out}' already exists; pass --resume to continue it, or choose another file")
+    if out.exists() and not stat.S_ISREG(os.stat(out).st_mode):
+        raise OutputError(f"--out '{args.out}' is not a regular file; give a .jsonl file name")
     return out
 
 
@@ -151,7 +162,10 @@ def plan(args) -> dict:
 
     check_queries(args.query)
     out = check_output(args)
-    entries = list_pages(list_sources(args.images), args.pages)
+    sources = list_sources(args.images)
+    if os.path.realpath(out) in {os.path.realpath(source) for source in sources}:
+        raise OutputError(f"--out '{args.out}' is also one of the --images inputs; choose another file")
+    entries = list_pages(sources, args.pages)
     seen, length = read_earlier_output(out) if out.exists() else ({}, 0)
     todo = [entry for entry in entries if not set(args.query) <= seen.get(_key(entry), set())]
     return {"out": out, "todo": todo, "seen": seen, "length": length, "pages": len(entries)}

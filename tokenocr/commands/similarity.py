@@ -60,6 +60,8 @@ def check_readable(path: str, pages: str | None) -> int:
     try:
         with Image.open(path):
             return 1
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"--image '{display_name(path)}' is too large to decode safely ({error})") from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"--image '{display_name(path)}' is neither an image nor a PDF that can be read ({error})") from None
 

@@ -56,7 +56,8 @@ def run_train(args) -> Path:
     trainer = build_trainer(
         model.train(), processor, train_dataset, default_training_arguments(output, **overrides),
         eval_dataset=eval_dataset, policy=args.policy, vision_lr_scale=args.vision_lr_scale,
-        unfrozen_vision_layers=args.unfrozen_vision_layers, max_tokens_per_image=args.max_tokens_per_image,
+        unfrozen_vision_layers=args.unfrozen_vision_layers, train_embeddings=args.train_embeddings,
+        max_tokens_per_image=args.max_tokens_per_image,
         max_tiles=args.max_tiles, use_thumbnail=False if args.no_thumbnails else None,
         merge_repeated_tokens=args.merge_repeated_tokens,
         loss_weights=None if args.loss_weights is None else dict(zip(LOSS_COMPONENTS, args.loss_weights)),
