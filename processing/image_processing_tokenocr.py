@@ -21,7 +21,8 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 )
 
 from .settings_tokenocr import (
-    DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_TILES, MIN_TILES, RESNET_STRIDE, UPSAMPLING,
+    DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_PDF_PAGE_PIXELS, MAX_TILES, MIN_TILES, RESNET_STRIDE,
+    UPSAMPLING,
     check_max_side, check_threshold, check_tiles, parse_pages,
 )
 
@@ -205,7 +206,8 @@ def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI)
 
     Raises:
         ImportError: pypdfium2 is not installed.
-        ValueError: the PDF is encrypted, damaged or has no pages, or a selected page does not exist.
+        ValueError: the PDF is encrypted, damaged or has no pages, a selected page does not exist, or a page at
+            `dpi` would exceed `MAX_PDF_PAGE_PIXELS` (checked before it is rendered).
     """
     if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 18 <= dpi <= 1200:
         raise ValueError(f"dpi must be between 18 and 1200, got {dpi!r}.")
@@ -214,6 +216,13 @@ def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI)
         for number in _selected_pages(len(document), pages, name):
             page = document[number - 1]
             try:
+                width, height = (round(side * dpi / 72) for side in page.get_size())
+                if width * height > MAX_PDF_PAGE_PIXELS:
+                    fitting = int(dpi * math.sqrt(MAX_PDF_PAGE_PIXELS / (width * height)))
+                    raise ValueError(
+                        f"Page {number} of {name} would be {width} x {height} pixels at {dpi} dpi, more than "
+                        f"{MAX_PDF_PAGE_PIXELS // 1_000_000} megapixels; render it at {fitting} dpi or less."
+                    )
                 yield number, page.render(scale=dpi / 72).to_pil().convert("RGB")
             finally:
                 page.close()
@@ -348,6 +357,16 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         check_tiles(self.min_tiles, self.max_tiles)
         check_max_side(self.max_side)
         self.mask_threshold = check_threshold(self.mask_threshold)
+
+    # The GOT-OCR2 base class's own tiling settings: tiling here is governed by `min_tiles` / `max_tiles` only, so they
+    # are not written to `preprocessor_config.json`, where editing them would change nothing.
+    _BASE_SETTINGS_NOT_USED = ("crop_to_patches", "min_patches", "max_patches")
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        for key in self._BASE_SETTINGS_NOT_USED:
+            data.pop(key, None)
+        return data
 
     def get_grid(self, height: int, width: int, min_tiles: int | None = None, max_tiles: int | None = None):
         """The `(cols, rows)` tile grid chosen for an image of `height x width` pixels."""

@@ -39,6 +39,13 @@ RESNET_STRIDE, UPSAMPLING = 32, 4
 # Resolution PDF pages are rendered at, in dots per inch, unless the caller chooses.
 DEFAULT_PDF_DPI = 150
 
+# Largest PDF page, in pixels at the chosen dpi, that is rendered (an A0 sheet at 300 dpi is 140 MP; a tiny PDF can
+# declare a page of 200 x 200 inches, 900 MP at 150 dpi). Larger pages are refused before rendering.
+MAX_PDF_PAGE_PIXELS = 150_000_000
+
+# Most tiles per image that may be asked for: the grid choice is quadratic in it, and 12 is the original's.
+MAX_TILES_LIMIT = 64
+
 # The characters after which the original quick start does NOT prepend a space to a query. This is its literal
 # list: ASCII punctuation and digits, except that '[', '\\', ']' and '`' are missing from it.
 NO_SPACE_PREFIX_CHARACTERS = frozenset("!\"#$%&'()*+,-./0123456789:;<=>?@^_{|}~")
@@ -86,10 +93,11 @@ def check_tiles(min_tiles, max_tiles) -> None:
     """`1 <= min_tiles <= max_tiles`, as integers (the released models were used with at most 12 tiles)."""
     values = (min_tiles, max_tiles)
     if not all(isinstance(value, int) and not isinstance(value, bool) for value in values) or not (
-        1 <= min_tiles <= max_tiles
+        1 <= min_tiles <= max_tiles <= MAX_TILES_LIMIT
     ):
         raise ValueError(
-            f"Need 1 <= min_tiles <= max_tiles (integers), got min_tiles={min_tiles!r}, max_tiles={max_tiles!r}."
+            f"Need 1 <= min_tiles <= max_tiles <= {MAX_TILES_LIMIT} (integers), got min_tiles={min_tiles!r}, "
+            f"max_tiles={max_tiles!r}."
         )
 
 

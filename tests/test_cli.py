@@ -80,7 +80,8 @@ def test_help_and_argument_errors_load_neither_torch_nor_transformers(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("--threshold", "nan"), ("--threshold", "inf"), ("--threshold", "1.5"),
                                            ("--threshold", "-2"), ("--threshold", "abc"), ("--pages", "3-1"),
-                                           ("--pages", "x"), ("--max-tiles", "0"), ("--dtype", "int8")])
+                                           ("--pages", "x"), ("--max-tiles", "0"), ("--max-tiles", "1000000"),
+                                           ("--dtype", "int8")])
 def test_bad_arguments_are_refused_at_once(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
         run(tmp_path, option, value)

@@ -185,3 +185,13 @@ def test_float_tensors_of_any_dtype(dtype):
     np.testing.assert_allclose(processor(values.to(dtype))["pixel_values"], reference, atol=0.05)
     with pytest.raises(ValueError, match="complex"):
         processor(torch.zeros(3, 8, 8, dtype=torch.complex64))
+
+
+def test_saved_settings_are_the_ones_that_take_effect(tmp_path):
+    """The GOT-OCR2 base's crop_to_patches / min_patches / max_patches do nothing here, so they are not saved."""
+    import json
+
+    TokenOCRImageProcessor(size=28, max_tiles=3).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert not {"crop_to_patches", "min_patches", "max_patches"} & set(saved)
+    assert saved["max_tiles"] == 3 and saved["mask_threshold"] == 0.2

@@ -294,19 +294,24 @@ def test_bad_pdfs_are_named_errors(case, tmp_path):
     with pytest.raises(ValueError, match="has 1 pages"):
         finder(pdf, "x", pages="3")
     encrypted = tmp_path / "encrypted.pdf"
-    encrypted.write_bytes(_encrypted_pdf())
+    encrypted.write_bytes(_one_page_pdf())
     with pytest.raises(ValueError, match="encrypted.pdf.*password"):
         finder(str(encrypted), "x")
+    huge = tmp_path / "huge.pdf"  # a few hundred bytes declaring a 200 x 200-inch page: 900 MP at 150 dpi
+    huge.write_bytes(_one_page_pdf(media_box=b"0 0 14400 14400", encrypted=False))
+    with pytest.raises(ValueError, match="Page 1 of .*huge.pdf' would be 30000 x 30000 pixels at 150 dpi.*at 61 dpi or less"):
+        finder(str(huge), "x")
 
 
-def _encrypted_pdf() -> bytes:
-    """A one-page PDF whose trailer names a standard (password) security handler."""
+def _one_page_pdf(media_box: bytes = b"0 0 50 40", encrypted: bool = True) -> bytes:
+    """A one-page PDF of `media_box` (points); `encrypted`: its trailer names a standard (password) security handler."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 50 40] >>",
-        b"<< /Filter /Standard /V 1 /R 2 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [" + media_box + b"] >>",
     ]
+    if encrypted:
+        objects.append(b"<< /Filter /Standard /V 1 /R 2 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >>")
     body, offsets = b"%PDF-1.4\n", []
     for number, content in enumerate(objects, start=1):
         offsets.append(len(body))
@@ -314,5 +319,7 @@ def _encrypted_pdf() -> bytes:
     xref = len(body)
     body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     body += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    body += b"trailer\n<< /Size 5 /Root 1 0 R /Encrypt 4 0 R /ID [<00112233445566778899aabbccddeeff> <00112233445566778899aabbccddeeff>] >>\n"
+    security = b" /Encrypt 4 0 R" if encrypted else b""
+    body += (b"trailer\n<< /Size %d /Root 1 0 R" % (len(objects) + 1) + security
+             + b" /ID [<00112233445566778899aabbccddeeff> <00112233445566778899aabbccddeeff>] >>\n")
     return body + b"startxref\n%d\n%%%%EOF\n" % xref

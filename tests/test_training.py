@@ -327,6 +327,20 @@ def test_dataset_format_round_trip_and_errors(tmp_path):
     (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(ValueError, match="token 0 must be an object with keys id, text, mask_index"):
         load_token_mask_dataset(folder)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((folder / json.loads(lines[0])["image"]).read_bytes())
+    (folder / "images" / "link.png").symlink_to(outside)
+    for image in (str(outside), "../outside.png", "images/link.png"):  # absolute, climbing out, a link out
+        record = json.loads(lines[0])
+        record["image"] = image
+        (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+        with pytest.raises(ValueError, match="lies outside the dataset folder"):
+            load_token_mask_dataset(folder)
+    record = json.loads(lines[0])
+    record["tokens"][0]["mask_index"] = 150_000_000
+    (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match="mask indices are 1 to 65535"):
+        load_token_mask_dataset(folder)
     with pytest.raises(FileNotFoundError, match="has no metadata.jsonl"):
         load_token_mask_dataset(tmp_path)
 
@@ -475,6 +489,11 @@ def test_train_command_end_to_end(processor, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train([*argv, "--num-workers", "-1"])
     assert exit_info.value.code == 2 and "expected a non-negative integer, got '-1'" in error_line(capsys)
+    for option in ("--learning-rate", "--weight-decay", "--vision-lr-scale"):
+        for value in ("inf", "1e999", "nan"):
+            with pytest.raises(SystemExit) as exit_info:
+                train([*argv, option, value])
+            assert exit_info.value.code == 2 and f"got '{value}'" in error_line(capsys)
     assert train(["--model", "no such model", "--data", str(folder), "--output", str(tmp_path / "o")]) == 1
     assert "is not a folder or a hub repo id" in error_line(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "new").exists()

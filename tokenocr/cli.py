@@ -16,13 +16,14 @@ and exits non-zero; Ctrl-C, SIGTERM and SIGHUP leave nothing behind.
 """
 
 import argparse
+import math
 import sys
 
 from .constants import DTYPE_NAMES, TRAINING_POLICIES
 from .loading import MODEL_HELP
 from .outputs import interrupt_on_termination, was_interrupted
 from .processing.settings_tokenocr import (
-    DEFAULT_BATCH_SIZE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, check_threshold, parse_pages,
+    DEFAULT_BATCH_SIZE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_TILES_LIMIT, check_threshold, parse_pages,
 )
 
 
@@ -64,7 +65,7 @@ def _at_least(convert, minimum, what: str):
             value = convert(text)
         except ValueError:
             value = None
-        if value is None or not value >= minimum:
+        if value is None or not value >= minimum or (isinstance(value, float) and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -72,6 +73,13 @@ def _at_least(convert, minimum, what: str):
 
 
 _positive_int = _at_least(int, 1, "a positive integer")
+
+
+def _tile_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_TILES_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_TILES_LIMIT} tiles, got {text!r}")
+    return value
 _non_negative_int = _at_least(int, 0, "a non-negative integer")
 _non_negative_float = _at_least(float, 0.0, "a non-negative number")
 
@@ -83,7 +91,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_threshold, default=None,
                         help="mask threshold on the cosine similarity, in [-1, 1] (default: the model's own, "
                         f"{DEFAULT_THRESHOLD} for the released models)")
-    parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per image")
+    parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N", help="most tiles per image")
     parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES", help="PDF pages to use, e.g. 1-3,7 (default: all)")
     parser.add_argument("--dpi", type=_positive_int, default=DEFAULT_PDF_DPI, help="PDF rendering resolution")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
@@ -146,7 +154,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass")
     parser.add_argument("--max-tokens-per-image", type=_positive_int, default=70, metavar="N",
                         help="supervised tokens sampled per page (default: 70, the original's)")
-    parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per page (default: the processor's)")
+    parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N", help="most tiles per page (default: the processor's)")
     parser.add_argument("--no-thumbnails", action="store_true", help="leave the thumbnails out of training")
     parser.add_argument("--merge-repeated-tokens", action="store_true",
                         help="supervise a token id that repeats on a page once, with the union of its masks")
@@ -179,7 +187,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=_positive_int, default=5, help="k of retrieval precision@k (default: 5)")
     parser.add_argument("--num-queries", type=_non_negative_int, default=100, metavar="N", help="retrieval queries (default: 100)")
     parser.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="evaluate the first N pages")
-    parser.add_argument("--max-tiles", type=_positive_int, default=None, metavar="N", help="most tiles per page (default: the processor's)")
+    parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N", help="most tiles per page (default: the processor's)")
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"tiles per vision-tower forward (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")

@@ -60,12 +60,17 @@ def _check_record(record, line_number: int, folder: Path) -> dict:
     for index, token in enumerate(record["tokens"]):
         if not isinstance(token, dict) or any(key not in token for key in TOKEN_KEYS):
             raise ValueError(f"{where}: token {index} must be an object with keys {', '.join(TOKEN_KEYS)}.")
-        if int(token["mask_index"]) < 1:
-            raise ValueError(f"{where}: token {index} has mask_index {token['mask_index']}; mask indices start at 1.")
+        if not 1 <= int(token["mask_index"]) <= 65535:
+            raise ValueError(
+                f"{where}: token {index} has mask_index {token['mask_index']}; mask indices are 1 to 65535 (a 16-bit mask)."
+            )
         tokens.append({"id": int(token["id"]), "text": str(token["text"]), "mask_index": int(token["mask_index"])})
     paths = {}
+    root = folder.resolve()
     for key in ("image", "mask"):
-        path = folder / record[key]
+        path = folder / str(record[key])
+        if not path.resolve().is_relative_to(root):  # absolute, climbing out with "..", or a link leading elsewhere
+            raise ValueError(f"{where}: {key} '{record[key]}' lies outside the dataset folder; paths are relative to it.")
         if not path.is_file():
             raise FileNotFoundError(f"{where}: {key} file '{path}' does not exist.")
         paths[key] = str(path)

@@ -25,6 +25,7 @@ model it builds is the repository's demonstration model, `models/tokenocr-tiny-s
 
 from pathlib import Path
 
+from ..constants import ORIGINAL_FIXED_LOGIT_BIAS
 from .synthetic import PageStyle, sample_sentences
 from .tokenizer import BYTE_FALLBACK_LAYOUT
 from .words import split_words
@@ -97,7 +98,7 @@ def demo_config(vocab_size: int):
         hidden_size=128,
         vocab_size=vocab_size,
         upsampler_hidden_size=64,
-        fixed_logit_bias=-8.9375,
+        fixed_logit_bias=ORIGINAL_FIXED_LOGIT_BIAS,  # the authors' constant SigLIP bias
         architectures=["TokenOCRModel"],
     )
 
