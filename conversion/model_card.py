@@ -139,9 +139,17 @@ def render_trained_card(
     each: data, steps, time, objective), `evaluation` a Markdown block of figures (or `None`: not evaluated).
     Returns the card's path.
     """
-    if not config.is_internvit:
-        raise CardError("trained-model cards describe the tiled (InternViT) models only")
+    tower = _tower_values(config, processor)
+    if config.is_internvit:
+        model = (f"- Vision tower: InternViT (width {tower['vision_width']}, {tower['vision_layers']} layers), tiles of "
+                 f"{tower['tile_size']} x {tower['tile_size']} pixels.\n- Upsampler: two stride-2 transposed "
+                 "convolutions with BatchNorm (4x); projector: LayerNorm, Linear, GELU, Linear.")
+    else:
+        model = (f"- Vision tower: ResNet (stage depths {tower['depths']}, width {tower['vision_width']}), whole images "
+                 f"(longest side at most {tower['max_side']} pixels).\n- Upsampler: two stride-2 transposed "
+                 f"convolutions with BatchNorm (4x, to width {tower['upsampler_width']}); projector: Linear, GELU, Linear.")
     values = dict(
+        model=model,
         title=title,
         base_model_line=f"base_model: {base_model}\n" if base_model and "/" in base_model else "",
         training="\n".join(f"- {fact}" for fact in training),
@@ -149,7 +157,6 @@ def render_trained_card(
         threshold=f"{processor.image_processor.mask_threshold:g}",
         hidden_size=config.hidden_size,
         vocab_size=config.vocab_size,
-        **_tower_values(config, processor),
     )
     try:
         card = _template(f"{TRAINED_CARD}.md").substitute(values)

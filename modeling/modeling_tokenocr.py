@@ -596,11 +596,19 @@ def masks_on_feature_grid(token_masks: torch.Tensor, side: int) -> torch.Tensor:
     return torch.stack(resized).flatten(2)
 
 
-def segmentation_loss(logits, masks, token_valid, tile_image):
-    """`loss_seg`: BCE-with-logits(logits, mask), mean over an image's tokens, tiles and locations, then images."""
+def segmentation_loss(logits, masks, token_valid, tile_image, location_valid=None):
+    """
+    `loss_seg`: BCE-with-logits(logits, mask), mean over an image's tokens, tiles and locations, then images.
+    `location_valid` `(tiles, locations)` leaves out padding locations (whole images of different sizes).
+    """
     bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), masks.float(), reduction="none")
     weights = token_valid[tile_image].float()  # (tiles, tokens): padding tokens do not count
-    per_tile = (bce.mean(-1) * weights).sum(-1)
+    if location_valid is None:
+        per_location = bce.mean(-1)
+    else:
+        valid = location_valid.float()[:, None, :]
+        per_location = (bce * valid).sum(-1) / valid.sum(-1).clamp(min=1.0)
+    per_tile = (per_location * weights).sum(-1)
     num_images = token_valid.shape[0]
     per_image = torch.zeros(num_images, device=bce.device).index_add(0, tile_image, per_tile)
     tiles_per_image = torch.bincount(tile_image, minlength=num_images)
@@ -681,11 +689,6 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         seg_logit_bias: float = -5.0,
         learn_seg_temperature: bool = False,
     ):
-        if not config.is_internvit:
-            raise ValueError(
-                "TokenOCRForTokenAlignment trains the tiled (InternViT) models; the R50 variant's whole-image maps "
-                "have no fixed feature grid and its training is not supported."
-            )
         super().__init__(config)
         self.tokenocr = TokenOCRModel(config)
         self.configure_loss(loss_weights, seg_logit_scale, seg_logit_bias, learn_seg_temperature)
@@ -731,6 +734,8 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         num_tiles: torch.LongTensor | None = None,
         token_masks: torch.Tensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
+        pixel_sizes: torch.LongTensor | None = None,
+        map_sizes: torch.LongTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> TokenOCRAlignmentOutput | tuple:
@@ -751,6 +756,10 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
                 binarised `> 0`. Without it no loss is computed.
             image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
                 Precomputed features, in place of `pixel_values`.
+            pixel_sizes, map_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+                ResNet tower (whole images, one "tile" each): each image's own size inside the padded `pixel_values`
+                and its map `(h, w)`. `token_masks` are then `(num_images, num_tokens, num_locations)`, each image's
+                masks on its own map (row-major, the first `h * w` locations; the rest is padding, left out).
 
         Returns:
             [`TokenOCRAlignmentOutput`], or a tuple of its non-`None` fields when `return_dict=False`.
@@ -761,7 +770,7 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("TokenOCRForTokenAlignment.forward needs pixel_values or image_embeds.")
-            image_embeds = self.tokenocr.get_image_features(pixel_values).pooler_output
+            image_embeds = self.tokenocr.get_image_features(pixel_values, pixel_sizes).pooler_output
         input_ids = input_ids[None] if input_ids.dim() == 1 else input_ids
         valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         tile_image = tile_image_index(num_tiles, image_embeds.shape[0], input_ids.shape[0], image_embeds.device)
@@ -772,26 +781,38 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
 
         losses = {}
         if token_masks is not None:
-            losses = self._losses(similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image)
+            losses = self._losses(similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
+                                  map_sizes)
         output = TokenOCRAlignmentOutput(
             **losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds
         )
         return output if return_dict else output.to_tuple()
 
-    def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image) -> dict:
-        side = int(round(image_embeds.shape[1] ** 0.5))
-        masks = masks_on_feature_grid(token_masks.to(image_embeds.device), side)
+    def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
+                map_sizes=None) -> dict:
+        location_valid = None
+        if self.config.is_internvit:
+            side = int(round(image_embeds.shape[1] ** 0.5))
+            masks = masks_on_feature_grid(token_masks.to(image_embeds.device), side)
+            where = f"on a {side}x{side} grid"
+        else:  # whole images: masks already on each image's map, padded to the batch's locations
+            if map_sizes is None:
+                raise ValueError("A ResNet tower's losses need map_sizes (each image's map), as the collator gives them.")
+            masks = token_masks.to(image_embeds.device).bool()
+            counts = torch.as_tensor(map_sizes, device=masks.device).prod(-1)
+            location_valid = torch.arange(similarity.shape[-1], device=masks.device)[None, :] < counts[:, None]
+            where = f"over {masks.shape[-1] if masks.dim() == 3 else '?'} locations"
         if masks.shape != similarity.shape:
             raise ValueError(
-                f"token_masks gives {masks.shape[0]} tiles x {masks.shape[1]} tokens on a {side}x{side} grid, but "
-                f"the batch has {similarity.shape[0]} tiles x {similarity.shape[1]} tokens."
+                f"token_masks gives {masks.shape[0]} tiles x {masks.shape[1]} tokens {where}, but the batch has "
+                f"{similarity.shape[0]} tiles x {similarity.shape[1]} tokens x {similarity.shape[2]} locations."
             )
         mean_features, counts = mask_mean_features(image_embeds, masks, tile_image, input_ids.shape[0])
         present = valid & (counts > 0)
         seg_logits = similarity.float() * self.seg_logit_scale_log.float().exp() + self.seg_logit_bias.float()
         scale, bias = self.tokenocr.logit_scale, self.tokenocr.get_logit_bias()
         losses = {
-            "loss_seg": segmentation_loss(seg_logits, masks, valid, tile_image),
+            "loss_seg": segmentation_loss(seg_logits, masks, valid, tile_image, location_valid),
             "loss_sim": similarity_loss(mean_features, text_embeds, present),
             "loss_l2": l2_loss(mean_features, text_embeds, present),
             "loss_sig": sigmoid_loss(mean_features, text_embeds, input_ids, present, scale, bias),

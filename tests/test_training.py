@@ -201,11 +201,9 @@ def test_bad_batches_are_named():
               token_masks=masks[:, :2].reshape(3, 2, 2, 2))
 
 
-def test_the_head_refuses_the_r50_variant():
+def test_a_resnet_tower_has_no_fixed_feature_grid():
     config = TokenOCRConfig(vision_config={"model_type": "resnet", "depths": [1, 1, 1, 1], "hidden_sizes": [8] * 4,
                                            "embedding_size": 8}, hidden_size=8, vocab_size=10, upsampler_hidden_size=8)
-    with pytest.raises(ValueError, match="R50 variant"):
-        TokenOCRForTokenAlignment(config)
     with pytest.raises(ValueError, match="no fixed feature grid"):
         config.feature_side
 
@@ -530,3 +528,69 @@ def test_evaluate_command_prints_and_writes_the_figures(processor, tmp_path, cap
     assert "figures.json' already exists; it is never replaced" in error_line(capsys)
     assert json.loads((tmp_path / "figures.json").read_text()) == figures
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "figures.json", "model"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ResNet tower (the R50 variant): whole images, masks on each image's own map.
+# ---------------------------------------------------------------------------------------------------------------
+
+def resnet_config() -> TokenOCRConfig:
+    return TokenOCRConfig(
+        vision_config={"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 16],
+                       "depths": [1, 1, 1, 1], "layer_type": "bottleneck", "downsample_in_first_stage": False},
+        hidden_size=8, vocab_size=640, upsampler_hidden_size=8, fixed_logit_bias=-8.9375,
+    )
+
+
+@pytest.fixture(scope="module")
+def whole_image_processor(tokenizer):
+    return TokenOCRProcessor(image_processor=TokenOCRImageProcessor(do_tiling=False), tokenizer=tokenizer)
+
+
+def test_whole_image_masks_are_torchs_resize_on_each_map(whole_image_processor):
+    pages = [make_page(3, 70, 40, 4), make_page(4, 33, 64, 3)]
+    batch = TokenMaskCollator(whole_image_processor)(pages)
+    assert batch["map_sizes"].tolist() == [[8, 12], [8, 8]]  # 4 * ceil(side / 32)
+    assert batch["pixel_sizes"].tolist() == [[40, 70], [64, 33]] and batch["pixel_values"].shape == (2, 3, 64, 70)
+    for row, page in enumerate(pages):
+        mask = np.asarray(page["mask"])
+        h, w = batch["map_sizes"][row].tolist()
+        for k, token in enumerate(page["tokens"]):
+            full = torch.from_numpy(mask == token["mask_index"]).float()[None, None]
+            expected = torch.nn.functional.interpolate(full, size=(h, w), mode="bilinear")[0, 0] > 0
+            assert torch.equal(batch["token_masks"][row, k, : h * w], expected.flatten())
+            assert not batch["token_masks"][row, k, h * w :].any()  # padding locations
+
+
+def test_the_resnet_tower_trains_with_padding_left_out(whole_image_processor):
+    torch.manual_seed(0)
+    model = TokenOCRForTokenAlignment(resnet_config(), loss_weights={"seg": 1.0})
+    trainable = set(apply_training_policy(model, "original"))
+    assert any(name.startswith("tokenocr.vision_tower.encoder.stages.3.") for name in trainable)
+    assert not any(name.startswith("tokenocr.vision_tower.encoder.stages.2.") for name in trainable)
+    pages = [make_page(3, 70, 40, 4), make_page(4, 33, 64, 3)]
+    batch = TokenMaskCollator(whole_image_processor)(pages)
+    out = model(**batch)
+    # Each image alone (no padding) gives the same per-image terms: padding changes nothing.
+    alone = [model(**TokenMaskCollator(whole_image_processor)([page])) for page in pages]
+    assert out.loss_seg.item() == pytest.approx(np.mean([a.loss_seg.item() for a in alone]), rel=1e-5)
+    out.loss.backward()
+    reached = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert reached <= trainable
+    for part in ("tokenocr.upsampler.", "tokenocr.projector.", "tokenocr.vision_tower.encoder.stages.3."):
+        assert any(name.startswith(part) for name in reached), part
+    with pytest.raises(ValueError, match="need map_sizes"):
+        model(**{key: value for key, value in batch.items() if key != "map_sizes"})
+
+
+def test_trainer_trains_the_resnet_tower(whole_image_processor, tmp_path):
+    dataset = load_token_mask_dataset(write_dataset(tmp_path / "data", [make_page(s, 70, 40, 4) for s in range(3)]))
+    torch.manual_seed(0)
+    model = TokenOCRModel(resnet_config())
+    before = model.projector.linear_1.weight.detach().clone()
+    args = default_training_arguments(tmp_path / "run", per_device_train_batch_size=2, max_steps=2, save_steps=2,
+                                      disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
+    trainer = build_trainer(model, whole_image_processor, dataset, args, policy="vision")
+    trainer.train()
+    assert trainer.state.global_step == 2 and not torch.equal(before, model.projector.linear_1.weight)
+    assert type(AutoModel.from_pretrained(tmp_path / "run" / "checkpoint-2")) is TokenOCRModel

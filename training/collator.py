@@ -95,6 +95,26 @@ def tile_token_masks(
     return result
 
 
+def whole_image_token_masks(mask: np.ndarray, mask_indices, map_size) -> torch.Tensor:
+    r"""
+    The masks of a page's tokens on a whole image's `map_size = (h, w)` feature map (the ResNet variant): each token's
+    mask resized bilinearly (`align_corners=False`) to the map and binarised `> 0`, as the authors' R50 training
+    does, computed from each token's bounding box like [`tile_token_masks`].
+
+    Returns:
+        `torch.BoolTensor` of shape `(num_tokens, h * w)`, row-major on the map.
+    """
+    height, width = (int(v) for v in map_size)
+    rows, cols = resize_support(mask.shape[0], height).float(), resize_support(mask.shape[1], width).float()
+    result = torch.zeros(len(mask_indices), height, width, dtype=torch.bool)
+    for token, (index, box) in enumerate(zip(mask_indices, _mask_boxes(mask, list(mask_indices)))):
+        if box is not None:
+            top, bottom, left, right = box
+            token_mask = torch.from_numpy(mask[top:bottom, left:right] == index).float()
+            result[token] = (rows[:, top:bottom] @ token_mask @ cols[:, left:right].T) > 0
+    return result.flatten(1)
+
+
 class TokenMaskCollator:
     r"""
     Turns examples of a token-mask dataset (see `tokenocr.training.data`) into a batch for
@@ -169,12 +189,21 @@ class TokenMaskCollator:
                 f"Page {index}: the mask map is {mask.shape[1]}x{mask.shape[0]} but the image is "
                 f"{image.width}x{image.height}."
             )
+        tokens = self._select(example["tokens"], index)
+        if not self.image_processor.do_tiling:  # the ResNet variant: the whole image, masks on its own map
+            whole = self.image_processor(image, return_tensors="pt")
+            map_size = whole["map_sizes"][0].tolist()
+            indices = [i for _, group in tokens for i in group]
+            masks = whole_image_token_masks(mask, indices, map_size)
+            owner = torch.tensor([n for n, (_, group) in enumerate(tokens) for _ in group], dtype=torch.long)
+            merged = torch.zeros(len(tokens), masks.shape[1], dtype=torch.int32).index_add_(0, owner, masks.int())
+            return {"pixel_values": whole["pixel_values"], "pixel_sizes": whole["pixel_sizes"], "map_size": map_size,
+                    "tokens": tokens, "token_masks": (merged > 0)[None]}  # (1 image, tokens, h * w)
         tiles = self.image_processor(
             image, min_tiles=self.min_tiles, max_tiles=self.max_tiles, use_thumbnail=self.use_thumbnail,
             return_tensors="pt",
         )
         grid = tiles["grid_cols_rows"][0].tolist()
-        tokens = self._select(example["tokens"], index)
         thumbnail = int(tiles["num_tiles"][0]) > grid[0] * grid[1]
         size = self.image_processor.size["height"]
         indices = [i for _, group in tokens for i in group]
@@ -187,6 +216,8 @@ class TokenMaskCollator:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         pages = [self.page(example, index) for index, example in enumerate(examples)]
+        if not self.image_processor.do_tiling:
+            return self._whole_image_batch(pages)
         width = max([len(page["tokens"]) for page in pages] + [1])
         input_ids = torch.full((len(pages), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(pages), width), dtype=torch.long)
@@ -204,4 +235,26 @@ class TokenMaskCollator:
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_masks": torch.cat(token_masks),
+        }
+
+    def _whole_image_batch(self, pages: list[dict]) -> dict[str, torch.Tensor]:
+        """The ResNet variant's batch: images zero-padded to a common size, masks on each image's map, padded."""
+        from ..processing.image_processing_tokenocr import pad_images
+
+        width = max([len(page["tokens"]) for page in pages] + [1])
+        locations = max(page["token_masks"].shape[-1] for page in pages)
+        input_ids = torch.full((len(pages), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(pages), width), dtype=torch.long)
+        token_masks = torch.zeros(len(pages), width, locations, dtype=torch.bool)
+        for row, page in enumerate(pages):
+            count, masks = len(page["tokens"]), page["token_masks"][0]
+            input_ids[row, :count] = torch.tensor([token_id for token_id, _ in page["tokens"]], dtype=torch.long)
+            attention_mask[row, :count] = 1
+            token_masks[row, :count, : masks.shape[-1]] = masks
+        pixel_values, sizes = pad_images([page["pixel_values"][0] for page in pages])
+        return {
+            "pixel_values": pixel_values, "pixel_sizes": torch.tensor(sizes, dtype=torch.long),
+            "map_sizes": torch.tensor([page["map_size"] for page in pages], dtype=torch.long),
+            "num_tiles": torch.ones(len(pages), dtype=torch.long),  # one whole image each
+            "input_ids": input_ids, "attention_mask": attention_mask, "token_masks": token_masks,
         }

@@ -56,10 +56,14 @@ def apply_training_policy(
         for name, parameter in core.named_parameters():
             parameter.requires_grad_(not name.startswith("embed_tokens."))
     if policy == "original":
-        used = core.config.num_vision_layers_used
+        # The last used ViT blocks, or the last ResNet stages (the R50 variant).
+        if core.config.is_internvit:
+            used, blocks = core.config.num_vision_layers_used, core.vision_tower.encoder.layer
+        else:
+            used, blocks = len(core.vision_tower.encoder.stages), core.vision_tower.encoder.stages
         if not 0 <= unfrozen_vision_layers <= used:
             raise ValueError(f"unfrozen_vision_layers must lie between 0 and {used}, got {unfrozen_vision_layers}.")
-        trained = [core.upsampler, core.projector, *core.vision_tower.encoder.layer[used - unfrozen_vision_layers : used]]
+        trained = [core.upsampler, core.projector, *blocks[used - unfrozen_vision_layers : used]]
         for module in trained:
             module.requires_grad_(True)
         core.logit_scale.requires_grad_(True)
@@ -206,7 +210,8 @@ def build_trainer(
     if args.remove_unused_columns:
         raise ValueError("Token-mask training needs TrainingArguments(remove_unused_columns=False).")
     collator = TokenMaskCollator(
-        processor, feature_side=head.config.feature_side, max_tokens_per_image=max_tokens_per_image,
+        processor, feature_side=head.config.feature_side if head.config.is_internvit else None,
+        max_tokens_per_image=max_tokens_per_image,
         max_tiles=max_tiles, use_thumbnail=use_thumbnail, merge_repeated_tokens=merge_repeated_tokens,
         vocab_size=head.config.vocab_size,
     )
