@@ -477,7 +477,7 @@ def test_train_command_end_to_end(processor, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
 
     assert train([*argv[:4], "--output", str(tmp_path / "new"), "--resume"]) == 1
-    assert "holds no checkpoint-* folder" in error_line(capsys)
+    assert "holds no complete checkpoint-* folder" in error_line(capsys)
     for output in (str(tmp_path / "start"), str(folder), str(tmp_path)):  # an input, or a folder around one
         assert train([*argv[:4], "--output", output]) == 1
         assert "--output" in error_line(capsys)
@@ -594,3 +594,35 @@ def test_trainer_trains_the_resnet_tower(whole_image_processor, tmp_path):
     trainer.train()
     assert trainer.state.global_step == 2 and not torch.equal(before, model.projector.linear_1.weight)
     assert type(AutoModel.from_pretrained(tmp_path / "run" / "checkpoint-2")) is TokenOCRModel
+
+
+def test_resume_passes_over_a_checkpoint_cut_short(tmp_path):
+    from tokenocr.commands.training import latest_complete_checkpoint
+
+    for step, files in ((2, ("model.safetensors", "trainer_state.json")), (4, ("model.safetensors",)), (3, ())):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("x")
+    assert latest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"  # 4 lacks its state, 3 is empty
+    assert latest_complete_checkpoint(tmp_path / "checkpoint-3") is None
+
+
+def test_an_interrupted_first_run_leaves_no_folder_behind(processor, tmp_path, monkeypatch, capsys):
+    import os
+
+    from tokenocr.training.train import TokenOCRTrainer
+
+    folder = write_dataset(tmp_path / "data", [make_page(seed, 56, 28, 5) for seed in range(2)])
+    TokenOCRModel(tiny_config()).save_pretrained(tmp_path / "start")
+    processor.save_pretrained(tmp_path / "start")
+
+    def interrupted(self, **kwargs):
+        os.makedirs(self.args.output_dir, exist_ok=True)  # as Trainer does before its first save
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TokenOCRTrainer, "train", interrupted)
+    argv = ["--model", str(tmp_path / "start"), "--data", str(folder), "--output", str(tmp_path / "out"),
+            "--max-steps", "2", "--num-workers", "0", "--cpu"]
+    assert train(argv) in (130, -2)
+    assert not (tmp_path / "out").exists()  # a rerun is not blocked

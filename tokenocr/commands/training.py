@@ -24,11 +24,22 @@ def check_train_output(args) -> Path:
                 "saved there"
             )
         return output
-    if args.resume is True and not any(output.glob("checkpoint-*")):
-        raise OutputError(f"--resume: --output '{output}' holds no checkpoint-* folder to continue from")
+    if args.resume is True and latest_complete_checkpoint(output) is None:
+        raise OutputError(f"--resume: --output '{output}' holds no complete checkpoint-* folder to continue from")
     if args.resume is not True and not Path(args.resume).is_dir():
         raise OutputError(f"--resume checkpoint '{args.resume}' is not a folder")
     return output
+
+
+def latest_complete_checkpoint(output: Path) -> Path | None:
+    """
+    The newest `checkpoint-N` in `output` that was saved whole (`Trainer` writes `trainer_state.json` after the
+    weights, optimizer and scheduler); one cut short by an interruption is passed over.
+    """
+    complete = [folder for folder in output.glob("checkpoint-*")
+                if folder.name.split("-")[-1].isdigit() and (folder / "trainer_state.json").is_file()
+                and any(folder.glob("model*.safetensors"))]
+    return max(complete, key=lambda folder: int(folder.name.split("-")[-1]), default=None)
 
 
 def run_train(args) -> Path:
@@ -64,7 +75,14 @@ def run_train(args) -> Path:
         seg_logit_scale=args.seg_temperature[0], seg_logit_bias=args.seg_temperature[1],
         learn_seg_temperature=args.learn_seg_temperature,
     )
-    trainer.train(resume_from_checkpoint=args.resume)
+    resume = str(latest_complete_checkpoint(output)) if args.resume is True else args.resume
+    created = args.resume is None  # check_train_output made sure it did not exist
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except BaseException:
+        if created and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()  # interrupted before anything was saved: the empty folder we made would block a rerun
+        raise
     threshold = evaluation = None
     if eval_dataset is not None:  # the model's mask threshold, chosen on the evaluation pages, and their figures
         from ..training.evaluate import evaluate_model, figures_table
