@@ -126,13 +126,16 @@ class Helpers:
     heatmap_strip: object
     format_caption: object
     mask_to_boxes: object
+    resize_map: object
+
+
+HELPER_NAMES = ("overlay_heatmap", "heatmap_strip", "format_caption", "mask_to_boxes", "resize_map")
 
 
 def package_helpers() -> Helpers:
-    from tokenocr.processing import mask_to_boxes
-    from tokenocr.processing.visualization_tokenocr import format_caption, heatmap_strip, overlay_heatmap
+    from tokenocr.processing import visualization_tokenocr
 
-    return Helpers(overlay_heatmap, heatmap_strip, format_caption, mask_to_boxes)
+    return Helpers(*(getattr(visualization_tokenocr, name) for name in HELPER_NAMES))
 
 
 def remote_helpers(spec: str) -> Helpers:
@@ -145,8 +148,7 @@ def remote_helpers(spec: str) -> Helpers:
         except (OSError, AttributeError, ImportError) as error:
             raise DemoError(f"model '{spec}' has no {reference} in its code (convert it again): {error}") from None
 
-    names = ("overlay_heatmap", "heatmap_strip", "format_caption")
-    return Helpers(*(get(f"visualization_tokenocr.{name}") for name in names), get("visualization_tokenocr.mask_to_boxes"))
+    return Helpers(*(get(f"visualization_tokenocr.{name}") for name in HELPER_NAMES))
 
 
 @dataclass
@@ -478,13 +480,9 @@ def _boxes_mask(boxes, page_size, display_size):
 
 def token_results(loaded: LoadedModel, page, tokens, token_ids, maps, threshold: float) -> list[dict]:
     """Per token: text, id, score, heatmap (at the page's size), mask (page size, bool) and boxes, one at a time."""
-    import torch
-
     results = []
     for token, token_id, token_map in zip(tokens, token_ids, maps):
-        resized = torch.nn.functional.interpolate(
-            token_map[None, None].float(), size=(page.height, page.width), mode="bilinear", align_corners=False
-        )[0, 0].numpy()
+        resized = loaded.helpers.resize_map(token_map, page.size)
         mask = resized > threshold
         results.append({
             "token": token, "token_id": int(token_id), "score": float(token_map.max()),
