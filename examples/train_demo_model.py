@@ -126,7 +126,8 @@ def main(argv=None):
     (args.work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     facts, evaluation = recipe.demo_card_text(figures, training_facts(trainer, recipe.POLICY))
     with building_folder(output, "train_demo_model") as building:
-        save_trained_model(trainer, processor, building, threshold=threshold, evaluation=evaluation, facts=facts)
+        save_trained_model(trainer, processor, building, threshold=threshold, evaluation=evaluation, facts=facts,
+                           title=recipe.DEMO_TITLE)
         move_into_place(building, output)
     print(f"wrote {output}")
 

@@ -222,17 +222,19 @@ def evaluate_page(model, processor, example: dict, query_ids: list[list[int]], t
     return stats, relevance
 
 
-def evaluate_model(model, processor, dataset, threshold: float = 0.2, k: int = 5, num_queries: int = 100,
+def evaluate_model(model, processor, dataset, threshold: float | None = None, k: int = 5, num_queries: int = 100,
                    max_tiles=None, tiles_per_batch: int = 8, seed: int = 0, progress=None) -> EvaluationResult:
     r"""
     Evaluate a `TokenOCRModel` on a token-mask dataset (a `datasets.Dataset` or a list of examples).
 
     Args:
-        threshold: mask threshold on the cosine similarity (the pipeline's default 0.2).
+        threshold: mask threshold on the cosine similarity; default the model's own (`image_processor.mask_threshold`,
+            as the pipeline's).
         k: the k of retrieval precision@k; num_queries: how many query words (fewer if fewer qualify).
         max_tiles: tiling limit (the processor's by default); tiles_per_batch: tiles per vision-tower forward.
         progress: optional wrapper of the page iterator (e.g. `tqdm`).
     """
+    threshold = processor.image_processor.mask_threshold if threshold is None else threshold
     model.eval()
     examples = [dataset[i] for i in range(len(dataset))] if not isinstance(dataset, list) else dataset
     queries = choose_queries([page_words(example) for example in examples], k, num_queries, seed)

@@ -150,8 +150,8 @@ def demo_card_text(figures: dict, trainer_facts: list[str]) -> tuple[list[str], 
         f"{figures['threshold']:g}.",
     ]
     evaluation = (
-        f"On {trained['pages']} held-out synthetic pages (seed {HELDOUT_SEED}; words never seen in training; half "
-        f"of the text blocks in DejaVu Sans, a font never seen in training), {trained['tokens']} (page, token) pairs, "
+        f"On {trained['pages']} held-out synthetic pages (seed {HELDOUT_SEED}; words never seen in training; about "
+        f"half of the text blocks in DejaVu Sans, a font never seen in training), {trained['tokens']} (page, token) pairs, "
         f"at the stored threshold {figures['threshold']:g}, beside the same model before training:\n\n"
         + figures_table({"trained": trained, "untrained (same seed)": untrained})
         + "\n\nThis is a small demonstration model for synthetic pages (Latin letters, digits, a few punctuation marks); "
@@ -160,6 +160,7 @@ def demo_card_text(figures: dict, trainer_facts: list[str]) -> tuple[list[str], 
     return facts, evaluation
 
 
+DEMO_TITLE = "TokenOCR tiny (synthetic pages): the demonstration model"
 SAMPLE_LINES = ("Bank account", "balance 2024", "check the", "address")  # held-out words: never seen in training
 SAMPLE_QUERIES = ("2024", "Bank")  # characters written once on the page (a character-level model lights each occurrence)
 

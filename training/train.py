@@ -247,7 +247,7 @@ def training_facts(trainer: TokenOCRTrainer, policy: str | None = None) -> list[
 
 
 def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str], evaluation: str | None = None,
-                       threshold: float | None = None, weights: bool = True) -> None:
+                       threshold: float | None = None, weights: bool = True, title: str | None = None) -> None:
     """
     Make `folder` the folder a conversion writes: weights (unless `weights=False`, when they are already there),
     `config.json` with `auto_map` and `custom_pipelines`, the remote code, the processor and tokenizer files
@@ -263,7 +263,7 @@ def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str],
         core.save_pretrained(folder)
     folder = Path(folder)
     write_configs(core.config, next(core.parameters()).dtype, processor, folder)
-    render_trained_card(core.config, processor, folder, facts, evaluation)
+    render_trained_card(core.config, processor, folder, facts, evaluation, **({"title": title} if title else {}))
 
 
 class ModelFolderCallback(TrainerCallback):
@@ -281,7 +281,7 @@ class ModelFolderCallback(TrainerCallback):
 
 
 def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir, threshold: float | None = None,
-                       evaluation: str | None = None, facts: list[str] | None = None) -> None:
+                       evaluation: str | None = None, facts: list[str] | None = None, title: str | None = None) -> None:
     """
     Save the trained model as a complete model folder ([`write_model_folder`]): it loads with `AutoModel`, and with
     `pipeline("token-similarity", model=output_dir, trust_remote_code=True)` with transformers alone.
@@ -290,4 +290,4 @@ def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir, threshol
         model = trainer.accelerator.unwrap_model(trainer.model)
         core = model.tokenocr if isinstance(model, TokenOCRForTokenAlignment) else model
         facts = training_facts(trainer, getattr(trainer, "policy", None)) if facts is None else facts
-        write_model_folder(core, processor, output_dir, facts, evaluation, threshold)
+        write_model_folder(core, processor, output_dir, facts, evaluation, threshold, title=title)

@@ -118,9 +118,8 @@ def run_evaluate(args):
         dataset = dataset.select(range(min(args.max_pages, len(dataset))))
     model, processor = load_model_and_processor(args.model, args.dtype or "float32", args.trust_remote_code)
     model.to(device)
-    threshold = processor.image_processor.mask_threshold if args.threshold is None else args.threshold
     result = evaluate_model(
-        model, processor, dataset, threshold=threshold, k=args.k, num_queries=args.num_queries,
+        model, processor, dataset, threshold=args.threshold, k=args.k, num_queries=args.num_queries,
         max_tiles=args.max_tiles, tiles_per_batch=args.batch_size, seed=args.seed,
         progress=lambda pages: tqdm(pages, desc="Pages", unit="page"),
     )
