@@ -107,3 +107,15 @@ def test_two_processes_give_the_single_process_output(tmp_path, pages):
         assert [t["boxes"] for t in a["tokens"]] == [t["boxes"] for t in b["tokens"]]
         assert [t["score"] for t in a["tokens"]] == pytest.approx([t["score"] for t in b["tokens"]], abs=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "pages", "two.jsonl"]  # part files merged away
+
+
+def test_a_second_search_on_the_same_output_is_refused(tmp_path, pages, capsys):
+    import fcntl
+
+    assert search(tmp_path, pages) == 0
+    before = (tmp_path / "results.jsonl").read_bytes()
+    with open(tmp_path / "results.jsonl", "rb") as other:  # another search holding the file
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        assert search(tmp_path, pages, "--query", "more", "--resume") == 1
+    assert "is being written by another tokenocr search" in capsys.readouterr().err
+    assert (tmp_path / "results.jsonl").read_bytes() == before

@@ -8,6 +8,7 @@ between the processes with accelerate's `PartialState.split_between_processes`; 
 file beside the output and the main process merges them, in page order, into the output at the end.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -167,17 +168,46 @@ def plan(args) -> dict:
         raise OutputError(f"--out '{args.out}' is also one of the --images inputs; choose another file")
     entries = list_pages(sources, args.pages)
     seen, length = read_earlier_output(out) if out.exists() else ({}, 0)
+    size = out.stat().st_size if out.exists() else None  # None: the file is ours to create
     todo = [entry for entry in entries if not set(args.query) <= seen.get(_key(entry), set())]
-    return {"out": out, "todo": todo, "seen": seen, "length": length, "pages": len(entries)}
+    return {"out": out, "todo": todo, "seen": seen, "length": length, "size": size, "pages": len(entries)}
+
+
+@contextlib.contextmanager
+def output_file(work: dict):
+    """
+    The output opened for this run alone: created exclusively when it did not exist, else locked (an advisory lock,
+    where the system has one) and checked unchanged since `plan` read it; then cut back to its complete lines and
+    positioned at their end. Another search on the same file is refused instead of interleaving with it.
+    """
+    out = work["out"]
+    busy = OutputError(f"--out '{out}' is being written by another tokenocr search (or changed since this one "
+                       "started); wait for it, or choose another file")
+    try:
+        file = open(out, "xb") if work["size"] is None else open(out, "r+b")
+    except FileExistsError:
+        raise busy from None
+    with file:
+        try:
+            import fcntl
+
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no advisory locks here (Windows): the size check below still applies
+            pass
+        except OSError:
+            raise busy from None
+        if work["size"] is not None and os.fstat(file.fileno()).st_size != work["size"]:
+            raise busy
+        file.truncate(work["length"])
+        file.seek(work["length"])
+        yield file
 
 
 def run(args, finder, state, work: dict) -> Path:
     """Score `work["todo"]` (from `plan`) with `finder`; `state` is accelerate's `PartialState`."""
     out = work["out"]
     if state.num_processes == 1:
-        with open(out, "r+b" if out.exists() else "wb") as file:
-            file.truncate(work["length"])
-            file.seek(work["length"])
+        with output_file(work) as file:
             score_pages(finder, work["todo"], args, work["seen"],
                         lambda lines: (file.write("".join(lines).encode("utf-8")), file.flush()))
     else:
@@ -199,9 +229,7 @@ def _run_distributed(out: Path, work: dict, finder, args, state) -> None:
         score_pages(finder, share, args, work["seen"], lambda lines: (part.writelines(lines), part.flush()))
     state.wait_for_everyone()
     if state.is_main_process:
-        with open(out, "r+b" if out.exists() else "wb") as file:
-            file.truncate(work["length"])
-            file.seek(work["length"])
+        with output_file(work) as file:
             for part in parts:
                 file.write(part.read_bytes())
         for part in parts:
