@@ -127,9 +127,10 @@ class Helpers:
     format_caption: object
     mask_to_boxes: object
     resize_map: object
+    token_visuals: object
 
 
-HELPER_NAMES = ("overlay_heatmap", "heatmap_strip", "format_caption", "mask_to_boxes", "resize_map")
+HELPER_NAMES = ("overlay_heatmap", "heatmap_strip", "format_caption", "mask_to_boxes", "resize_map", "token_visuals")
 
 
 def package_helpers() -> Helpers:
@@ -479,15 +480,22 @@ def _boxes_mask(boxes, page_size, display_size):
 
 
 def token_results(loaded: LoadedModel, page, tokens, token_ids, maps, threshold: float) -> list[dict]:
-    """Per token: text, id, score, heatmap (at the page's size), mask (page size, bool) and boxes, one at a time."""
+    """
+    Per token: text, id, score, boxes (in page pixels, exactly as the pipeline finds them), and the heatmap and mask
+    at the display size (longest side `ANNOTATED_SIDE`), so that what a request keeps grows with its tokens times
+    the display's pixels, not the page's; the page-size work is done one token at a time.
+    """
+    from PIL import Image
+
+    display = _display_size(page.width, page.height)
+    shown = page if display == page.size else page.resize(display, Image.BILINEAR)
     results = []
     for token, token_id, token_map in zip(tokens, token_ids, maps):
-        resized = loaded.helpers.resize_map(token_map, page.size)
-        mask = resized > threshold
+        _, boxes, _ = loaded.helpers.token_visuals(token_map, page.size, threshold)
+        resized = loaded.helpers.resize_map(token_map, display)
         results.append({
-            "token": token, "token_id": int(token_id), "score": float(token_map.max()),
-            "heatmap": loaded.helpers.overlay_heatmap(page, resized), "mask": mask,
-            "boxes": loaded.helpers.mask_to_boxes(mask),
+            "token": token, "token_id": int(token_id), "score": float(token_map.max()), "boxes": boxes,
+            "heatmap": loaded.helpers.overlay_heatmap(shown, resized), "mask": resized > threshold,
         })
     return results
 
@@ -498,10 +506,10 @@ def annotated_view(page, results: list[dict], threshold: float, captions: list[s
     from PIL import Image
 
     size = _display_size(page.width, page.height)
-    union = np.zeros((page.height, page.width), dtype=bool)
+    union = np.zeros((size[1], size[0]), dtype=bool)  # the masks are at the display size already
     for result in results:
         union |= result["mask"]
-    union_small = np.asarray(Image.fromarray(union).resize(size, Image.NEAREST), dtype=np.float32) * 0.5
+    union_small = union.astype(np.float32) * 0.5
     annotations = [(union_small, f"text mask (similarity > {threshold:g})")]
     for result, caption in zip(results, captions):
         if result["boxes"]:

@@ -290,3 +290,20 @@ def test_only_uploaded_files_are_opened(tmp_path):
         assert demo.run({"path": str(uploads / "page.png")}, None, 1, "Invoice", 0.2, MODEL)[3] is not None
     finally:
         demo.close()
+
+
+def test_a_large_page_keeps_display_size_pictures_and_the_pipelines_boxes(tmp_path):
+    """What a request keeps per token is bounded by the display size; the boxes stay the pipeline's, in page pixels."""
+    page = tmp_path / "large.png"
+    Image.open(SAMPLE_PAGE).convert("RGB").resize((3000, 2000)).save(page)
+    demo = app_module.DemoApp([MODEL], allowed_dirs=[tmp_path])
+    try:
+        gallery, _, annotated, _, _, summary_file, _ = demo.run(str(page), None, 1, "Invoice total", 0.2, MODEL)
+        reported = json.loads(Path(summary_file).read_text())["tokens"]
+    finally:
+        demo.close()
+    display = app_module._display_size(3000, 2000)
+    assert display == (1280, 853)
+    assert all(heatmap.size == display for heatmap, _ in gallery) and annotated[0].size == display
+    expected = expected_tokens(str(page), "Invoice total")
+    assert [t["boxes"] for t in reported] == [t["boxes"] for t in expected]
