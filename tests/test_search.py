@@ -119,3 +119,19 @@ def test_a_second_search_on_the_same_output_is_refused(tmp_path, pages, capsys):
         assert search(tmp_path, pages, "--query", "more", "--resume") == 1
     assert "is being written by another tokenocr search" in capsys.readouterr().err
     assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
+def test_unreadable_pages_are_skipped_and_named_and_collections_are_tidy(tmp_path, pages, capsys):
+    (pages / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # corrupt, with an image extension
+    (pages / "README.txt").write_text("not an image")                   # no image extension: not an input
+    (pages / "sub").mkdir()
+    (pages / "sub" / "loop").symlink_to(pages)                           # a link back up: never followed
+    assert main(["search", "--model", str(SEG), "--images", str(pages), str(pages / "doc_wide.png"), "--query", "x",
+                 "--out", str(tmp_path / "r.jsonl"), "--dpi", "72"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.png" in err and "skipped 1 unreadable" in err
+    lines = read(tmp_path / "r.jsonl")
+    names = [line["image"].rsplit("/", 1)[-1] for line in lines]
+    assert "broken.png" not in names and "README.txt" not in names
+    assert names.count("doc_wide.png") == 1  # named twice (folder and file), scored once
+    assert len(lines) == len(CASE.images) + 2  # every readable image, and the PDF's two pages

@@ -24,22 +24,37 @@ PROGRAM = "tokenocr"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".pdf")
 
 
+def _walk(folder: str) -> list[str]:
+    """The image and PDF files under `folder`, subfolders included; links to folders are not followed (no loops)."""
+    found = []
+    for root, folders, names in os.walk(folder, followlinks=False):
+        folders.sort()
+        found.extend(os.path.join(root, name) for name in sorted(names))
+    return found
+
+
 def list_sources(specs: list[str]) -> list[str]:
     """
     Every image or PDF file named by `specs` (files, folders searched recursively, glob patterns), in a deterministic
-    order (sorted paths).
+    order (sorted paths). Folders and globs contribute only files with an image or PDF extension; a file named twice
+    (overlapping inputs, links) is listed once.
     """
-    files = []
+    files, seen = [], set()
     for spec in specs:
         if os.path.isdir(spec):
-            found = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = _walk(spec)
         elif os.path.isfile(spec):
             found = [spec]
         else:
             found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not os.path.isfile(spec):
+            found = [path for path in found if os.path.isfile(path) and Path(path).suffix.lower() in IMAGE_EXTENSIONS]
         if not found:
             raise FileNotFoundError(f"--images '{spec}' names no image or PDF file")
-        files.extend(found)
+        for path in found:
+            if os.path.realpath(path) not in seen:
+                seen.add(os.path.realpath(path))
+                files.append(path)
     return files
 
 
@@ -115,25 +130,35 @@ def check_output(args) -> Path:
     return out
 
 
-def _images(todo: list[dict], pages: str | None, dpi: int, pending: deque):
-    """The images of `todo`, decoded one at a time; each entry is queued in `pending` as its image is handed out."""
+def _images(todo: list[dict], pages: str | None, dpi: int, pending: deque, skipped: list):
+    """
+    The images of `todo`, decoded one at a time; each entry is queued in `pending` as its image is handed out. A page
+    that cannot be read (a corrupt image, a damaged PDF page) is reported on one line, added to `skipped`, and the
+    search goes on.
+    """
     from ..processing.image_processing_tokenocr import load_pdf_pages, to_rgb_image
 
     for entry in todo:
-        if entry["page"] is None:
-            image = to_rgb_image(entry["image"])
-        else:
-            image = next(image for _, image in load_pdf_pages(entry["image"], str(entry["page"]), dpi))
+        try:
+            if entry["page"] is None:
+                image = to_rgb_image(entry["image"])
+            else:
+                image = next(image for _, image in load_pdf_pages(entry["image"], str(entry["page"]), dpi))
+        except (ValueError, OSError) as error:
+            where = entry["image"] + (f" page {entry['page']}" if entry["page"] else "")
+            print(f"{PROGRAM}: skipped {where!r}: {' '.join(str(error).split())}", file=sys.stderr)
+            skipped.append(entry)
+            continue
         pending.append(entry)
         yield image
 
 
-def score_pages(finder, todo: list[dict], args, seen: dict, write) -> int:
+def score_pages(finder, todo: list[dict], args, seen: dict, write, skipped: list) -> int:
     """Run the pipeline over `todo`, streaming, and `write` each page's new lines as soon as it is done."""
     from huggingface_hub.utils import tqdm
 
     pending = deque()
-    results = finder(_images(todo, args.pages, args.dpi, pending), list(args.query), threshold=args.threshold,
+    results = finder(_images(todo, args.pages, args.dpi, pending, skipped), list(args.query), threshold=args.threshold,
                      max_tiles=args.max_tiles, return_visuals=False)
     count = 0
     for result in tqdm(results, total=len(todo), desc="Pages", unit="page", file=sys.stderr):
@@ -170,7 +195,8 @@ def plan(args) -> dict:
     seen, length = read_earlier_output(out) if out.exists() else ({}, 0)
     size = out.stat().st_size if out.exists() else None  # None: the file is ours to create
     todo = [entry for entry in entries if not set(args.query) <= seen.get(_key(entry), set())]
-    return {"out": out, "todo": todo, "seen": seen, "length": length, "size": size, "pages": len(entries)}
+    return {"out": out, "todo": todo, "seen": seen, "length": length, "size": size, "pages": len(entries),
+            "skipped": []}
 
 
 @contextlib.contextmanager
@@ -209,7 +235,7 @@ def run(args, finder, state, work: dict) -> Path:
     if state.num_processes == 1:
         with output_file(work) as file:
             score_pages(finder, work["todo"], args, work["seen"],
-                        lambda lines: (file.write("".join(lines).encode("utf-8")), file.flush()))
+                        lambda lines: (file.write("".join(lines).encode("utf-8")), file.flush()), work["skipped"])
     else:
         _run_distributed(out, work, finder, args, state)
     if state.is_main_process:
@@ -226,7 +252,8 @@ def _run_distributed(out: Path, work: dict, finder, args, state) -> None:
     process order (= page order) to the output, then removes them."""
     parts = _part_files(out, state)
     with state.split_between_processes(work["todo"]) as share, open(parts[state.process_index], "w", encoding="utf-8") as part:
-        score_pages(finder, share, args, work["seen"], lambda lines: (part.writelines(lines), part.flush()))
+        score_pages(finder, share, args, work["seen"], lambda lines: (part.writelines(lines), part.flush()),
+                    work["skipped"])
     state.wait_for_everyone()
     if state.is_main_process:
         with output_file(work) as file:
