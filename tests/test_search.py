@@ -124,12 +124,13 @@ def test_a_second_search_on_the_same_output_is_refused(tmp_path, pages, capsys):
 def test_unreadable_pages_are_skipped_and_named_and_collections_are_tidy(tmp_path, pages, capsys):
     (pages / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # corrupt, with an image extension
     (pages / "README.txt").write_text("not an image")                   # no image extension: not an input
+    (pages / "damaged.pdf").write_bytes(b"%PDF-1.4\n this is not a PDF")  # fails when its pages are counted
     (pages / "sub").mkdir()
     (pages / "sub" / "loop").symlink_to(pages)                           # a link back up: never followed
     assert main(["search", "--model", str(SEG), "--images", str(pages), str(pages / "doc_wide.png"), "--query", "x",
                  "--out", str(tmp_path / "r.jsonl"), "--dpi", "72"]) == 0
     err = capsys.readouterr().err
-    assert "skipped" in err and "broken.png" in err and "skipped 1 unreadable" in err
+    assert "broken.png" in err and "damaged.pdf" in err and "skipped 2 unreadable" in err
     lines = read(tmp_path / "r.jsonl")
     names = [line["image"].rsplit("/", 1)[-1] for line in lines]
     assert "broken.png" not in names and "README.txt" not in names

@@ -287,9 +287,9 @@ def _run_search(args) -> str:
         device = str(state.device)  # one process per device under accelerate launch / torchrun
     finder = load_pipeline(args.model, device, args.dtype, args.trust_remote_code, args.batch_size)
     out = search.run(args, finder, state, work)
-    skipped = len(work["skipped"])
-    note = f"; skipped {skipped} unreadable (named above)" if skipped else ""
-    return f"scored {len(work['todo']) - skipped} of {work['pages']} pages{note}; results in {out}"
+    unreadable = [entry for entry in work["skipped"] if entry in work["todo"]]  # pages planned, then not readable
+    note = f"; skipped {len(work['skipped'])} unreadable (named above)" if work["skipped"] else ""
+    return f"scored {len(work['todo']) - len(unreadable)} of {work['pages']} pages{note}; results in {out}"
 
 
 def _run_demo(args) -> str:

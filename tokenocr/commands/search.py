@@ -58,14 +58,25 @@ def list_sources(specs: list[str]) -> list[str]:
     return files
 
 
-def list_pages(files: list[str], pages: str | None) -> list[dict]:
-    """One `{"image", "page"}` entry per image file and per selected PDF page (page None for images)."""
+def list_pages(files: list[str], pages: str | None, skipped: list | None = None) -> list[dict]:
+    """
+    One `{"image", "page"}` entry per image file and per selected PDF page (page None for images). A PDF that cannot
+    be opened (damaged, encrypted) is named on one line and added to `skipped` (when given; else it is an error).
+    """
     from ..processing.image_processing_tokenocr import is_pdf, pdf_page_numbers
 
     entries = []
     for file in files:
         if is_pdf(file):
-            entries.extend({"image": file, "page": number} for number in pdf_page_numbers(file, pages))
+            try:
+                numbers = pdf_page_numbers(file, pages)
+            except ValueError as error:
+                if skipped is None:
+                    raise
+                print(f"{PROGRAM}: skipped {file!r}: {' '.join(str(error).split())}", file=sys.stderr)
+                skipped.append({"image": file, "page": None})
+                continue
+            entries.extend({"image": file, "page": number} for number in numbers)
         else:
             entries.append({"image": file, "page": None})
     return entries
@@ -191,12 +202,13 @@ def plan(args) -> dict:
     sources = list_sources(args.images)
     if os.path.realpath(out) in {os.path.realpath(source) for source in sources}:
         raise OutputError(f"--out '{args.out}' is also one of the --images inputs; choose another file")
-    entries = list_pages(sources, args.pages)
+    skipped = []
+    entries = list_pages(sources, args.pages, skipped)
     seen, length = read_earlier_output(out) if out.exists() else ({}, 0)
     size = out.stat().st_size if out.exists() else None  # None: the file is ours to create
     todo = [entry for entry in entries if not set(args.query) <= seen.get(_key(entry), set())]
     return {"out": out, "todo": todo, "seen": seen, "length": length, "size": size, "pages": len(entries),
-            "skipped": []}
+            "skipped": skipped}
 
 
 @contextlib.contextmanager
