@@ -736,16 +736,41 @@ def _wire_events(gr, app: DemoApp, inputs: dict, outputs: dict, note) -> None:
 # ---------------------------------------------------------------------------------------------- command line
 
 
+def _cache_size(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of GiB >= 0, got {text!r}")
+    return value
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N` that this machine has, checked at start rather than at the first Run."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DemoError(f"--device '{device}' is not a device name (cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise DemoError(f"--device '{device}': this machine has no such CUDA device")
+    if parsed.type not in ("cpu", "cuda"):
+        raise DemoError(f"--device '{device}': the demo runs on cpu or cuda")
+    return device
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The demo's options, for `python demo/app.py` and `tokenocr demo`."""
     parser.add_argument("--model", action="append", metavar="MODEL",
                         help="converted folder, hub repo id or original checkpoint folder; repeat to offer a choice "
-                        f"(default: ${MODEL_ENV}, else the bundled test checkpoint)")
+                        f"(default: ${MODEL_ENV}, else the repository's demonstration model)")
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: 7860 or $GRADIO_SERVER_PORT)")
     parser.add_argument("--host", default=None, help="address to serve on (default: 127.0.0.1 or $GRADIO_SERVER_NAME)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    parser.add_argument("--cache-gb", type=float, default=DEFAULT_CACHE_GB,
+    parser.add_argument("--cache-gb", type=_cache_size, default=DEFAULT_CACHE_GB,
                         help="memory for cached vision passes, in GiB (the newest page is always kept)")
     parser.add_argument("--preload", action="store_true", help="load the models before serving instead of on first use")
     return parser
@@ -763,6 +788,7 @@ def run_demo(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(device)
     app = DemoApp(specs, device=device, dtype=args.dtype, cache_gb=args.cache_gb)
     if args.preload:
         for spec in specs:

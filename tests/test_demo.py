@@ -307,3 +307,11 @@ def test_a_large_page_keeps_display_size_pictures_and_the_pipelines_boxes(tmp_pa
     assert all(heatmap.size == display for heatmap, _ in gallery) and annotated[0].size == display
     expected = expected_tokens(str(page), "Invoice total")
     assert [t["boxes"] for t in reported] == [t["boxes"] for t in expected]
+
+
+def test_bad_start_options_are_one_line_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        app_module.main(["--model", MODEL, "--cache-gb", "inf"])
+    assert exit_info.value.code == 2 and "expected a finite number of GiB" in capsys.readouterr().err
+    assert app_module.main(["--model", MODEL, "--device", "bogus"]) == 1  # before any model loads or server starts
+    assert capsys.readouterr().err.strip() == "tokenocr demo: error: --device 'bogus' is not a device name (cpu, cuda, cuda:1)"
