@@ -143,3 +143,29 @@ def test_small_tokenizer_has_the_original_layout():
     assert len(characters_only) == 259 + characters
     assert characters_only.convert_ids_to_tokens(characters_only(" they", add_special_tokens=False)["input_ids"]) == [
         "\u2581", "t", "h", "e", "y"]
+
+
+def test_a_failed_generation_leaves_nothing_and_bad_masks_are_refused(tokenizer, tmp_path, monkeypatch):
+    from tokenocr.training import synthetic
+    from tokenocr.training.data import save_mask
+
+    calls = []
+
+    def failing(self, index):
+        calls.append(index)
+        if index == 2:
+            raise RuntimeError("font exploded")
+        return original(self, index)
+
+    original = synthetic.SyntheticPageGenerator.render
+    monkeypatch.setattr(synthetic.SyntheticPageGenerator, "render", failing)
+    with pytest.raises(RuntimeError, match="font exploded"):
+        synthetic.generate_dataset(tmp_path / "new", tokenizer, 4, style=synthetic.PageStyle(tile_size=56, max_tiles=2))
+    assert not (tmp_path / "new").exists() and calls == [0, 1, 2]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError):
+        synthetic.generate_dataset(tmp_path / "empty", tokenizer, 4, style=synthetic.PageStyle(tile_size=56, max_tiles=2))
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    with pytest.raises(ValueError, match="whole numbers"):
+        save_mask(np.array([[1.0, np.nan]]), tmp_path / "m.png")
+    assert not (tmp_path / "m.png").exists()

@@ -341,6 +341,22 @@ def test_dataset_format_round_trip_and_errors(tmp_path):
         load_token_mask_dataset(folder)
     with pytest.raises(FileNotFoundError, match="has no metadata.jsonl"):
         load_token_mask_dataset(tmp_path)
+    record = json.loads(lines[0])
+    record["tokens"] = []
+    (folder / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match="no supervised token on any page"):
+        load_token_mask_dataset(folder)
+
+
+def test_a_token_list_that_does_not_match_its_mask_is_named(processor):
+    page = make_page(5, 50, 40, 3)
+    page["tokens"] = [{"id": 7, "text": " ghost", "mask_index": 9}, {"id": 8, "text": " x", "mask_index": 12}]
+    with pytest.raises(ValueError, match=r"Page 0: none of its tokens' mask indices \(e.g. \[9, 12\]\) occur"):
+        TokenMaskCollator(processor)([page])
+    # A token hidden by another one (no pixel left) is simply not supervised: the page's other tokens still are.
+    partly = make_page(5, 50, 40, 3)
+    partly["tokens"].append({"id": 7, "text": " hidden", "mask_index": 9})
+    assert TokenMaskCollator(processor)([partly])["input_ids"].shape[1] == 4
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -189,6 +189,13 @@ class TokenMaskCollator:
                 f"Page {index}: the mask map is {mask.shape[1]}x{mask.shape[0]} but the image is "
                 f"{image.width}x{image.height}."
             )
+        listed = {int(t["mask_index"]) for t in example["tokens"]}
+        absent = sorted(listed - set(np.unique(mask).tolist()))
+        if absent and len(absent) == len(listed):  # not one token on its mask: the wrong mask, or the wrong list
+            raise ValueError(
+                f"Page {index}: none of its tokens' mask indices (e.g. {absent[:5]}) occur in its mask map; the token "
+                "list and the mask disagree."
+            )
         tokens = self._select(example["tokens"], index)
         if not self.image_processor.do_tiling:  # the ResNet variant: the whole image, masks on its own map
             whole = self.image_processor(image, return_tensors="pt")

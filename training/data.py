@@ -135,6 +135,8 @@ def load_token_mask_dataset(path: str | os.PathLike):
             raise ValueError(f"Dataset '{folder}' lacks the column(s) {', '.join(sorted(missing))}.")
         return dataset
     records = read_metadata(folder)
+    if not any(record["tokens"] for record in records):
+        raise ValueError(f"Dataset '{folder}' has no supervised token on any page: there is nothing to learn from.")
     return datasets.Dataset.from_list(records, features=dataset_features())
 
 
@@ -153,6 +155,10 @@ def mask_array(mask) -> np.ndarray:
 def save_mask(mask: np.ndarray, path: str | os.PathLike) -> None:
     """Write a mask map as a 16-bit single-channel PNG (mask indices up to 65535)."""
     mask = np.asarray(mask)
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool) and not (
+        np.isfinite(mask).all() and np.array_equal(mask, np.round(mask))
+    ):
+        raise ValueError("Mask indices must be whole numbers (a float mask holds NaN, infinity or fractions).")
     if mask.min(initial=0) < 0 or mask.max(initial=0) > 65535:
         raise ValueError("Mask indices must lie between 0 and 65535 to be stored as a 16-bit PNG.")
     Image.fromarray(mask.astype(np.uint16)).save(path)

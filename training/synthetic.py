@@ -19,6 +19,7 @@ and `PageStyle.use_system_fonts` adds the fonts found in the usual system folder
 import functools
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -376,8 +377,19 @@ def generate_dataset(
     if num_pages < 1:
         raise ValueError(f"num_pages must be at least 1, got {num_pages}.")
     generator = SyntheticPageGenerator(tokenizer, words=words, style=style, seed=seed)
-    with TokenMaskDatasetWriter(folder) as writer:
-        for index in progress(range(num_pages)) if progress else range(num_pages):
-            image, mask, tokens, text = generator.render(index)
-            writer.add(image, mask, tokens, text)
+    existed = folder.exists()
+    writer = TokenMaskDatasetWriter(folder)  # refuses a folder that is not new or empty
+    try:
+        with writer:
+            for index in progress(range(num_pages)) if progress else range(num_pages):
+                image, mask, tokens, text = generator.render(index)
+                writer.add(image, mask, tokens, text)
+    except BaseException:
+        # Everything in the folder is this call's (it was new or empty): take it away, leave no half dataset.
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            for entry in folder.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        raise
     return folder
