@@ -132,7 +132,7 @@ TRAINED_CARD = "TokenOCR-trained"
 
 def render_trained_card(
     config, processor, folder: Path, training: list[str], evaluation: str | None = None,
-    title: str = "TokenOCR (fine-tuned)", base_model: str | None = None,
+    title: str | None = None, base_model: str | None = None,
 ) -> Path:
     """
     Write `folder/README.md` for a model trained with `tokenocr train`: `training` is a list of facts (one bullet
@@ -150,7 +150,7 @@ def render_trained_card(
                  f"convolutions with BatchNorm (4x, to width {tower['upsampler_width']}); projector: Linear, GELU, Linear.")
     values = dict(
         model=model,
-        title=title,
+        title=title or "TokenOCR (fine-tuned)",
         base_model_line=f"base_model: {base_model}\n" if base_model and "/" in base_model else "",
         training="\n".join(f"- {fact}" for fact in training),
         evaluation=evaluation or "Not evaluated: run `tokenocr evaluate --model THIS_FOLDER --data DATASET`.",

@@ -268,9 +268,9 @@ def _run_similarity(args) -> str:
     from .commands import similarity
     from .loading import load_pipeline
 
-    similarity.check_inputs(args)
+    total = similarity.check_inputs(args)  # before the model loads: a mistake costs a second
     finder = load_pipeline(args.model, args.device, args.dtype, args.trust_remote_code, args.batch_size)
-    return f"wrote {similarity.run(args, finder)}"
+    return f"wrote {similarity.run(args, finder, total)}"
 
 
 def _run_search(args) -> str:

@@ -263,7 +263,7 @@ def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str],
         core.save_pretrained(folder)
     folder = Path(folder)
     write_configs(core.config, next(core.parameters()).dtype, processor, folder)
-    render_trained_card(core.config, processor, folder, facts, evaluation, **({"title": title} if title else {}))
+    render_trained_card(core.config, processor, folder, facts, evaluation, title=title)
 
 
 class ModelFolderCallback(TrainerCallback):

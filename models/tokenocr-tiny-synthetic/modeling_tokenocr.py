@@ -726,6 +726,7 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding):
         self.tokenocr.set_input_embeddings(value)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -736,7 +737,6 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         image_embeds: torch.FloatTensor | None = None,
         pixel_sizes: torch.LongTensor | None = None,
         map_sizes: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> TokenOCRAlignmentOutput | tuple:
         r"""
@@ -764,7 +764,6 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         Returns:
             [`TokenOCRAlignmentOutput`], or a tuple of its non-`None` fields when `return_dict=False`.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if input_ids is None:
             raise ValueError("TokenOCRForTokenAlignment.forward needs input_ids (the supervised tokens).")
         if image_embeds is None:
@@ -783,10 +782,7 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         if token_masks is not None:
             losses = self._losses(similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
                                   map_sizes)
-        output = TokenOCRAlignmentOutput(
-            **losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds
-        )
-        return output if return_dict else output.to_tuple()
+        return TokenOCRAlignmentOutput(**losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds)
 
     def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
                 map_sizes=None) -> dict:
@@ -801,7 +797,7 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
             masks = token_masks.to(image_embeds.device).bool()
             counts = torch.as_tensor(map_sizes, device=masks.device).prod(-1)
             location_valid = torch.arange(similarity.shape[-1], device=masks.device)[None, :] < counts[:, None]
-            where = f"over {masks.shape[-1] if masks.dim() == 3 else '?'} locations"
+            where = "on the images' maps"
         if masks.shape != similarity.shape:
             raise ValueError(
                 f"token_masks gives {masks.shape[0]} tiles x {masks.shape[1]} tokens {where}, but the batch has "

@@ -66,21 +66,24 @@ def check_readable(path: str, pages: str | None) -> int:
         raise ValueError(f"--image '{display_name(path)}' is neither an image nor a PDF that can be read ({error})") from None
 
 
-def check_inputs(args) -> Path:
-    """Everything that can be checked before loading the model; returns the destination folder."""
+def check_inputs(args) -> int:
+    """Everything that can be checked before loading the model; returns how many pages the images stand for."""
     from ..processing.settings_tokenocr import check_queries
 
     check_queries(args.query)
+    total = 0
     for image in args.image:
-        if not image.startswith(("http://", "https://")):
-            if not os.path.exists(image):
-                raise FileNotFoundError(f"--image '{display_name(image)}' does not exist")
-            if os.path.isdir(image):
-                raise ValueError(f"--image '{display_name(image)}' is a folder; give image or PDF files")
-            check_readable(image, args.pages)
+        if image.startswith(("http://", "https://")):
+            total += 1
+            continue
+        if not os.path.exists(image):
+            raise FileNotFoundError(f"--image '{display_name(image)}' does not exist")
+        if os.path.isdir(image):
+            raise ValueError(f"--image '{display_name(image)}' is a folder; give image or PDF files")
+        total += check_readable(image, args.pages)
     destination = check_output_location(args.out, [args.model, *args.image], "--out")
     check_replaceable(destination, args.force, foreign_entries, "--out")
-    return destination
+    return total
 
 
 def iter_pages(paths: list[str], pages: str | None, dpi: int):
@@ -115,8 +118,9 @@ def write_token_pictures(token: dict, image, shown, threshold: float, folder: Pa
     }
 
 
-def run(args, finder) -> Path:
-    """Write the results for `args` with the loaded pipeline `finder`; returns the output folder."""
+def run(args, finder, total: int | None = None) -> Path:
+    """Write the results for `args` with the loaded pipeline `finder` (`total` pages, for the progress bar); returns the
+    output folder."""
     from huggingface_hub.utils import tqdm
 
     from ..processing import relevance_score
@@ -126,8 +130,6 @@ def run(args, finder) -> Path:
     threshold = finder.processor.image_processor.mask_threshold if args.threshold is None else args.threshold
     summary = {"tool": TOOL, "model": args.model, "threshold": threshold, "images": []}
     with building_folder(destination, PROGRAM) as building:
-        total = sum(1 if image.startswith(("http://", "https://")) else check_readable(image, args.pages)
-                    for image in args.image)
         pages = iter_pages(args.image, args.pages, args.dpi)
         for index, path, page, image in tqdm(pages, total=total, desc="Images", unit="image", file=sys.stderr):
             results = finder(image, list(args.query), threshold=threshold, max_tiles=args.max_tiles,
