@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[demo]')")
-pytest.importorskip("pypdfium2", reason="the demo needs pypdfium2 (pip install -e '.[demo]')")
+from optional_deps import require_demo_dependencies
+
+require_demo_dependencies()
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 

@@ -79,6 +79,14 @@ def test_refuses_what_it_did_not_write(tmp_path, pages, capsys):
     assert search(tmp_path, pages, "--resume", out="keep.json") == 1
     assert "not an earlier output of tokenocr search" in capsys.readouterr().err
     assert (tmp_path / "keep.json").read_text() == '{"k":1}'
+    # Lines that start like ours but lack a field, or hold one of another type: refused at once, not after scoring.
+    for foreign in ('{"image": "a.png", "page": null, "query": "x"}', '{"image": "a.png", "page": "1", "query": "x", '
+                    '"relevance": 0.5, "tokens": []}', '[1, 2]', '{"image": "a.png", "page": null, "query": "x", '
+                    '"relevance": true, "tokens": []}'):
+        (tmp_path / "like.jsonl").write_text(foreign + "\n")
+        assert search(tmp_path, pages, "--resume", out="like.jsonl") == 1
+        assert "not an earlier output of tokenocr search" in capsys.readouterr().err
+        assert (tmp_path / "like.jsonl").read_text() == foreign + "\n"
     # Never an input, never something that is not a regular file.
     input_image = pages / "doc_wide.png"
     before = input_image.read_bytes()
@@ -136,3 +144,80 @@ def test_unreadable_pages_are_skipped_and_named_and_collections_are_tidy(tmp_pat
     assert "broken.png" not in names and "README.txt" not in names
     assert names.count("doc_wide.png") == 1  # named twice (folder and file), scored once
     assert len(lines) == len(CASE.images) + 2  # every readable image, and the PDF's two pages
+
+
+def test_globs_never_descend_links_to_folders(tmp_path, monkeypatch):
+    from tokenocr.commands.search import list_sources
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.png", "a/b/y.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "a" / "b" / "up").symlink_to(tmp_path / "a")  # two loops: glob.glob's `**` would walk them for ever
+    (tmp_path / "a" / "b" / "top").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert list_sources(["**/*.png"]) == ["a/b/y.png", "a/x.png"]
+    assert list_sources(["a/**"]) == ["a/b/y.png", "a/x.png"]
+    assert list_sources([str(tmp_path / "a" / "**" / "*.png")]) == [
+        str(tmp_path / "a" / "b" / "y.png"), str(tmp_path / "a" / "x.png")]
+
+
+def test_names_that_are_not_utf8_or_hold_escape_codes_are_scored_resumed_and_shown_escaped(tmp_path, pages, capsys):
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = sorted(pages.glob("*.png"))[0]
+    for raw in (b"scan-\xff.png", b"bell\x1b[31m.png"):
+        shutil.copy(source, os.path.join(os.fsencode(folder), raw))
+    out = tmp_path / "r.jsonl"
+    arguments = ["search", "--model", str(SEG), "--images", str(folder), "--out", str(out), "--query"]
+    assert main(arguments + ["x"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\\x1b[31m.png" in shown and "\\udcff" in shown
+    lines = read(out)  # valid UTF-8 JSON throughout
+    assert sorted(os.fsencode(line["image"]).rsplit(b"/", 1)[-1] for line in lines) == [b"bell\x1b[31m.png",
+                                                                                         b"scan-\xff.png"]
+    assert main(arguments + ["x", "more", "--resume"]) == 0  # the odd names are recognised as done
+    assert len(read(out)) == 4
+
+
+def test_a_long_pdf_is_opened_once_to_count_and_once_to_render_its_pages(tmp_path, monkeypatch):
+    import pypdfium2
+
+    page = Image.open(CASE.image_path("doc_wide.png")).convert("RGB")
+    page.save(tmp_path / "long.pdf", format="PDF", save_all=True, append_images=[page] * 5, resolution=72)
+    openings = []
+    opener = pypdfium2.PdfDocument
+    monkeypatch.setattr(pypdfium2, "PdfDocument", lambda *args, **kwargs: openings.append(1) or opener(*args, **kwargs))
+    assert main(["search", "--model", str(SEG), "--images", str(tmp_path / "long.pdf"), "--query", "x",
+                 "--out", str(tmp_path / "r.jsonl"), "--dpi", "72"]) == 0
+    assert [line["page"] for line in read(tmp_path / "r.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert len(openings) == 2  # not once per page: a 10,000-page document would be read 10,000 times
+
+
+@pytest.mark.parametrize("pages_done", [0, 2])
+def test_an_interrupted_search_keeps_its_finished_pages_and_says_so(tmp_path, pages, capsys, monkeypatch,
+                                                                    pages_done):
+    from tokenocr.commands import search as search_command
+
+    written = search_command.page_lines
+
+    def interrupt_after_some_pages(*args, **kwargs):
+        if len(calls) == pages_done:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return written(*args, **kwargs)
+
+    calls = []
+    monkeypatch.setattr(search_command, "page_lines", interrupt_after_some_pages)
+    assert search(tmp_path, pages) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "tokenocr: error: interrupted; the lines of the pages finished so far stay in --out (continue with --resume)")
+    out = tmp_path / "results.jsonl"
+    if pages_done:
+        assert len(read(out)) == pages_done * len(QUERIES)
+    else:  # stopped before its first page: no empty file left to block a plain rerun
+        assert not out.exists()
+    monkeypatch.setattr(search_command, "page_lines", written)
+    assert search(tmp_path, pages, *(["--resume"] if pages_done else [])) == 0
+    assert len(read(out)) == (len(CASE.images) + 2) * len(QUERIES)

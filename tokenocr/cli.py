@@ -21,7 +21,7 @@ import sys
 
 from .constants import DTYPE_NAMES, TRAINING_POLICIES
 from .loading import MODEL_HELP
-from .outputs import interrupt_on_termination, was_interrupted
+from .outputs import interrupt_on_termination, printable, was_interrupted
 from .processing.settings_tokenocr import (
     DEFAULT_BATCH_SIZE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_TILES_LIMIT, check_threshold, parse_pages,
 )
@@ -326,7 +326,10 @@ _COMMANDS = {
 }
 # What an interrupt leaves behind: nothing, except where a command says otherwise.
 _NOTHING_WRITTEN = "interrupted; nothing was written"
-_INTERRUPTED = {"train": "interrupted; the checkpoints saved so far stay in --output (continue with --resume)"}
+_INTERRUPTED = {
+    "train": "interrupted; the checkpoints saved so far stay in --output (continue with --resume)",
+    "search": "interrupted; the lines of the pages finished so far stay in --out (continue with --resume)",
+}
 
 
 def _one_line(error: BaseException) -> str:
@@ -350,9 +353,9 @@ def run_command(program: str, command, args, interrupted: str = _NOTHING_WRITTEN
         if was_interrupted():  # a signal that a library reported as its own error
             print(f"{program}: error: {interrupted}", file=sys.stderr)
             return 130
-        print(f"{program}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"{program}: error: {printable(_one_line(error))}", file=sys.stderr)
         return 1
-    print(f"{program}: {message}", file=sys.stderr)
+    print(f"{program}: {printable(message)}", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,14 @@ class OutputError(ValueError):
     """An output location the command refuses to write; the message is the one-line reason."""
 
 
+def printable(text: str) -> str:
+    """
+    `text` safe to show on a terminal: control characters (a file name's escape codes, newlines) and the surrogate
+    escapes of a name that is not valid UTF-8 are shown as Python escapes (`\\x1b`, `\\udcff`); the rest as is.
+    """
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in str(text))
+
+
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 

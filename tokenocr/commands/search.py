@@ -10,6 +10,7 @@ file beside the output and the main process merges them, in page order, into the
 
 import contextlib
 import glob
+import itertools
 import json
 import os
 import stat
@@ -17,7 +18,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
-from ..outputs import OutputError
+from ..outputs import OutputError, printable
 
 
 PROGRAM = "tokenocr"
@@ -33,6 +34,23 @@ def _walk(folder: str) -> list[str]:
     return found
 
 
+def _glob(pattern: str) -> list[str]:
+    """
+    The paths matching a glob `pattern`, where `**` matches any number of folders but, unlike `glob.glob`, never
+    descends a link to a folder (a link loop would otherwise list files endlessly). Uses pathlib's matching, which
+    expands `**` that way.
+    """
+    parts = Path(pattern).parts
+    fixed = next((index for index, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = parts[fixed:]
+    if not rest:
+        return [pattern] if os.path.lexists(pattern) else []
+    if rest[-1] == "**":  # pathlib's trailing `**` lists folders only; glob's lists everything below
+        rest = (*rest, "*")
+    return sorted(str(path) for path in root.glob(str(Path(*rest))))
+
+
 def list_sources(specs: list[str]) -> list[str]:
     """
     Every image or PDF file named by `specs` (files, folders searched recursively, glob patterns), in a deterministic
@@ -46,7 +64,7 @@ def list_sources(specs: list[str]) -> list[str]:
         elif os.path.isfile(spec):
             found = [spec]
         else:
-            found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            found = [path for path in _glob(spec) if os.path.isfile(path)]
         if not os.path.isfile(spec):
             found = [path for path in found if os.path.isfile(path) and Path(path).suffix.lower() in IMAGE_EXTENSIONS]
         if not found:
@@ -73,7 +91,7 @@ def list_pages(files: list[str], pages: str | None, skipped: list | None = None)
             except ValueError as error:
                 if skipped is None:
                     raise
-                print(f"{PROGRAM}: skipped {file!r}: {' '.join(str(error).split())}", file=sys.stderr)
+                print(printable(f"{PROGRAM}: skipped {file!r}: {' '.join(str(error).split())}"), file=sys.stderr)
                 skipped.append({"image": file, "page": None})
                 continue
             entries.extend({"image": file, "page": number} for number in numbers)
@@ -87,6 +105,16 @@ def _key(entry: dict) -> tuple:
 
 
 LINE_START = b'{"image": '  # how every line this command writes begins (json.dumps keeps the key order)
+
+
+def _is_output_line(line) -> bool:
+    """Whether a decoded line has the fields, of the types, that `page_lines` writes (so that `print_top` and the page
+    bookkeeping can rely on them)."""
+    number = (int, float)
+    return (isinstance(line, dict) and isinstance(line.get("image"), str) and isinstance(line.get("query"), str)
+            and (line.get("page") is None or (type(line.get("page")) is int and line["page"] >= 1))
+            and isinstance(line.get("relevance"), number) and not isinstance(line.get("relevance"), bool)
+            and isinstance(line.get("tokens"), list))
 
 
 def read_earlier_output(path: Path) -> tuple[dict, int]:
@@ -103,15 +131,26 @@ def read_earlier_output(path: Path) -> tuple[dict, int]:
                 break
             try:
                 line = json.loads(raw)
-                key, query = (line["image"], line["page"]), line["query"]
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 raise foreign from None
+            if not _is_output_line(line):
+                raise foreign
+            key, query = (line["image"], line["page"]), line["query"]
             seen.setdefault(key, set()).add(query)
             complete_length += len(raw)
     return seen, complete_length
 
 
-def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) -> list[str]:
+def _encoded(line: dict) -> bytes:
+    """One output line as UTF-8 JSON. A file name that is not valid UTF-8 (held as surrogate escapes) is written with
+    JSON `\\u` escapes instead, which read back to the same name."""
+    try:
+        return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(line) + "\n").encode("ascii")
+
+
+def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) -> list[bytes]:
     from ..processing import relevance_score
 
     lines = []
@@ -120,7 +159,7 @@ def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) 
             continue
         line = {"image": entry["image"], "page": entry["page"], "query": query, "relevance": relevance_score(tokens),
                 "tokens": [{key: token[key] for key in ("token", "token_id", "score", "boxes")} for token in tokens]}
-        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+        lines.append(_encoded(line))
     return lines
 
 
@@ -141,23 +180,49 @@ def check_output(args) -> Path:
     return out
 
 
-def _images(todo: list[dict], pages: str | None, dpi: int, pending: deque, skipped: list):
+def _pdf_pages(file: str, numbers: list[int], dpi: int):
+    """`(number, image, error)` for the pages `numbers` of one PDF, opened once for all of them (not once per page:
+    that would read a long document once per page). After a page that fails, the document is opened again for the
+    rest."""
+    from ..processing.image_processing_tokenocr import load_pdf_pages
+
+    remaining = list(numbers)
+    while remaining:
+        try:
+            for number, image in load_pdf_pages(file, ",".join(map(str, remaining)), dpi):
+                remaining.pop(0)
+                yield number, image, None
+        except (ValueError, OSError) as error:
+            yield remaining.pop(0), None, error
+
+
+def _decoded(todo: list[dict], dpi: int):
+    """`(entry, image, error)` for each entry of `todo`, in order; the consecutive pages of one PDF share one opening."""
+    from ..processing.image_processing_tokenocr import to_rgb_image
+
+    for (file, is_pdf_page), group in itertools.groupby(todo, key=lambda entry: (entry["image"], entry["page"] is not None)):
+        group = list(group)
+        if is_pdf_page:
+            for entry, (_, image, error) in zip(group, _pdf_pages(file, [entry["page"] for entry in group], dpi)):
+                yield entry, image, error
+            continue
+        for entry in group:
+            try:
+                yield entry, to_rgb_image(file), None
+            except (ValueError, OSError) as error:
+                yield entry, None, error
+
+
+def _images(todo: list[dict], dpi: int, pending: deque, skipped: list):
     """
     The images of `todo`, decoded one at a time; each entry is queued in `pending` as its image is handed out. A page
     that cannot be read (a corrupt image, a damaged PDF page) is reported on one line, added to `skipped`, and the
     search goes on.
     """
-    from ..processing.image_processing_tokenocr import load_pdf_pages, to_rgb_image
-
-    for entry in todo:
-        try:
-            if entry["page"] is None:
-                image = to_rgb_image(entry["image"])
-            else:
-                image = next(image for _, image in load_pdf_pages(entry["image"], str(entry["page"]), dpi))
-        except (ValueError, OSError) as error:
+    for entry, image, error in _decoded(todo, dpi):
+        if error is not None:
             where = entry["image"] + (f" page {entry['page']}" if entry["page"] else "")
-            print(f"{PROGRAM}: skipped {where!r}: {' '.join(str(error).split())}", file=sys.stderr)
+            print(printable(f"{PROGRAM}: skipped {where!r}: {' '.join(str(error).split())}"), file=sys.stderr)
             skipped.append(entry)
             continue
         pending.append(entry)
@@ -169,7 +234,7 @@ def score_pages(finder, todo: list[dict], args, seen: dict, write, skipped: list
     from huggingface_hub.utils import tqdm
 
     pending = deque()
-    results = finder(_images(todo, args.pages, args.dpi, pending, skipped), list(args.query), threshold=args.threshold,
+    results = finder(_images(todo, args.dpi, pending, skipped), list(args.query), threshold=args.threshold,
                      max_tiles=args.max_tiles, return_visuals=False)
     count = 0
     for result in tqdm(results, total=len(todo), desc="Pages", unit="page", file=sys.stderr):
@@ -187,9 +252,9 @@ def print_top(out: Path, queries: list[str], top_k: int) -> None:
             if line["query"] in best:
                 best[line["query"]].append((line["relevance"], line["image"], line["page"]))
     for query in queries:
-        print(f"{query!r}:")
+        print(printable(f"{query!r}:"))
         for relevance, image, page in sorted(best[query], key=lambda item: -item[0])[:top_k]:
-            print(f"  {relevance:+.4f}  {image}" + (f"  page {page}" if page else ""))
+            print(printable(f"  {relevance:+.4f}  {image}" + (f"  page {page}" if page else "")))
 
 
 def plan(args) -> dict:
@@ -221,24 +286,34 @@ def output_file(work: dict):
     out = work["out"]
     busy = OutputError(f"--out '{out}' is being written by another tokenocr search (or changed since this one "
                        "started); wait for it, or choose another file")
+    created = work["size"] is None
     try:
-        file = open(out, "xb") if work["size"] is None else open(out, "r+b")
+        file = open(out, "xb") if created else open(out, "r+b")
     except FileExistsError:
         raise busy from None
-    with file:
-        try:
-            import fcntl
+    try:
+        with file:
+            yield from _prepared(file, work, busy)
+    finally:
+        if created and os.path.getsize(out) == 0:  # a run stopped before its first page leaves nothing in the way
+            out.unlink()
 
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # no advisory locks here (Windows): the size check below still applies
-            pass
-        except OSError:
-            raise busy from None
-        if work["size"] is not None and os.fstat(file.fileno()).st_size != work["size"]:
-            raise busy
-        file.truncate(work["length"])
-        file.seek(work["length"])
-        yield file
+
+def _prepared(file, work: dict, busy: OutputError):
+    """Lock `file`, check it is as `plan` read it, cut it back to its complete lines and yield it positioned there."""
+    try:
+        import fcntl
+
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no advisory locks here (Windows): the size check below still applies
+        pass
+    except OSError:
+        raise busy from None
+    if work["size"] is not None and os.fstat(file.fileno()).st_size != work["size"]:
+        raise busy
+    file.truncate(work["length"])
+    file.seek(work["length"])
+    yield file
 
 
 def run(args, finder, state, work: dict) -> Path:
@@ -247,7 +322,7 @@ def run(args, finder, state, work: dict) -> Path:
     if state.num_processes == 1:
         with output_file(work) as file:
             score_pages(finder, work["todo"], args, work["seen"],
-                        lambda lines: (file.write("".join(lines).encode("utf-8")), file.flush()), work["skipped"])
+                        lambda lines: (file.write(b"".join(lines)), file.flush()), work["skipped"])
     else:
         _run_distributed(out, work, finder, args, state)
     if state.is_main_process:
@@ -263,7 +338,7 @@ def _run_distributed(out: Path, work: dict, finder, args, state) -> None:
     """Each process scores a contiguous share of the pages into its part file; the main process appends them in
     process order (= page order) to the output, then removes them."""
     parts = _part_files(out, state)
-    with state.split_between_processes(work["todo"]) as share, open(parts[state.process_index], "w", encoding="utf-8") as part:
+    with state.split_between_processes(work["todo"]) as share, open(parts[state.process_index], "wb") as part:
         score_pages(finder, share, args, work["seen"], lambda lines: (part.writelines(lines), part.flush()),
                     work["skipped"])
     state.wait_for_everyone()
