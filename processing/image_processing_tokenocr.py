@@ -31,12 +31,13 @@ from .settings_tokenocr import (
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def describe_image(image, index: int = 0) -> str:
-    """How an image input is named in messages: its path or file name, else its position."""
+def describe_image(image, index: int = 0, position: str | None = None) -> str:
+    """How an image input is named in messages: its path or file name, else `position` (default `images[index]`, its
+    place in the list given)."""
     if isinstance(image, (str, os.PathLike)):
         return f"'{os.fsdecode(image)}'"
     filename = getattr(image, "filename", None)
-    return f"'{filename}'" if filename else f"image {index}"
+    return f"'{filename}'" if filename else (position or f"images[{index}]")
 
 
 def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
@@ -114,13 +115,13 @@ def _decode(opener, name: str) -> Image.Image:
     return image
 
 
-def to_rgb_image(image, index: int = 0, apply_exif_orientation: bool = True) -> Image.Image:
+def to_rgb_image(image, index: int = 0, apply_exif_orientation: bool = True, name: str | None = None) -> Image.Image:
     """
     Open `image` (a path, URL, PIL image, numpy array or torch tensor) as a PIL RGB image the way the original
     TokenOCR code does: PIL's `convert("RGB")`, which drops an alpha channel without compositing it. 16-bit images
     are rescaled to 8 bits first (PIL alone would clip them to white). With `apply_exif_orientation` (the default,
     a deliberate difference from the original), a file's or PIL image's EXIF orientation is applied, so a phone
-    photo is processed upright.
+    photo is processed upright. Messages name the image `name`, else as `describe_image(image, index)` does.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -128,7 +129,7 @@ def to_rgb_image(image, index: int = 0, apply_exif_orientation: bool = True) -> 
         ValueError: an unreadable, truncated, empty, zero-size or too large image, or a URL that cannot be fetched;
             the message names it.
     """
-    name = describe_image(image, index)
+    name = name or describe_image(image, index)
     if isinstance(image, (str, os.PathLike)):
         location = os.fsdecode(image)
         is_url = location.startswith(("http://", "https://"))

@@ -189,7 +189,9 @@ def _load_font(size: int):
 
 
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """`text`, shortened with '...' until it is at most `width` pixels wide."""
+    """`text` on one line (what the font cannot show, newlines included, as escapes), shortened with '...' until it
+    is at most `width` pixels wide."""
+    text = _display_text(text)
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "...", font=font) > width:

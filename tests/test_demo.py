@@ -316,3 +316,14 @@ def test_bad_start_options_are_one_line_errors(capsys):
     assert exit_info.value.code == 2 and "expected a finite number of GiB" in capsys.readouterr().err
     assert app_module.main(["--model", MODEL, "--device", "bogus"]) == 1  # before any model loads or server starts
     assert capsys.readouterr().err.strip() == "tokenocr demo: error: --device 'bogus' is not a device name (cpu, cuda, cuda:1)"
+
+
+def test_a_very_wide_page_and_a_query_with_a_newline_are_answered(client, tmp_path):
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (17000, 40), "white").save(wide)  # wider than WebP's 16383-pixel limit
+    gallery, strip, annotated, *_, status = run(client, image=wide, query="In")
+    assert len(gallery) == 1 and "17000 x 40 px" in status
+    with Image.open(annotated["image"]) as view:
+        assert max(view.size) <= 16383
+    gallery, strip, *_ = run(client, image=SAMPLE_PAGE, query="Invoice\ntotal")
+    assert "'\\n'" in [item["caption"].split("  ")[0] for item in gallery]

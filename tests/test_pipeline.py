@@ -153,6 +153,9 @@ def test_bad_images_are_named(case, tmp_path):
         finder(str(broken), "x")
     with pytest.raises(ValueError, match="zero size"):
         finder(np.zeros((0, 4, 3), dtype=np.uint8), "x")
+    good = np.full((40, 60, 3), 255, dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"^images\[2\] has zero size"):  # its own place in the list, not 0
+        finder([good, good, np.zeros((0, 4, 3), dtype=np.uint8)], "x")
 
 
 def test_unknown_pieces_fall_back_to_bytes(case):

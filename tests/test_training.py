@@ -351,8 +351,9 @@ def test_dataset_format_round_trip_and_errors(tmp_path):
 def test_a_token_list_that_does_not_match_its_mask_is_named(processor):
     page = make_page(5, 50, 40, 3)
     page["tokens"] = [{"id": 7, "text": " ghost", "mask_index": 9}, {"id": 8, "text": " x", "mask_index": 12}]
-    with pytest.raises(ValueError, match=r"Page 0: none of its tokens' mask indices \(e.g. \[9, 12\]\) occur"):
-        TokenMaskCollator(processor)([page])
+    message = r"page 1 of the batch: none of its tokens' mask indices \(e.g. \[9, 12\]\) occur"
+    with pytest.raises(ValueError, match=message):  # the page's own place, not the first one's
+        TokenMaskCollator(processor)([make_page(5, 50, 40, 3), page])
     # A token hidden by another one (no pixel left) is simply not supervised: the page's other tokens still are.
     partly = make_page(5, 50, 40, 3)
     partly["tokens"].append({"id": 7, "text": " hidden", "mask_index": 9})
@@ -508,6 +509,12 @@ def test_train_command_end_to_end(processor, tmp_path, capsys):
             with pytest.raises(SystemExit) as exit_info:
                 train([*argv, option, value])
             assert exit_info.value.code == 2 and f"got '{value}'" in error_line(capsys)
+    for extra, message in ((["--seg-temperature", "0", "-5"], "expected a positive SCALE, got 0.0 -5.0"),
+                           (["--seg-temperature", "10", "nan"], "expected a finite number, got 'nan'"),
+                           (["--loss-weights", "0", "0", "0", "0"], "expected at least one weight above 0")):
+        with pytest.raises(SystemExit) as exit_info:  # refused while parsing, long before the model loads
+            train([*argv, *extra])
+        assert exit_info.value.code == 2 and message in error_line(capsys)
     assert train(["--model", "no such model", "--data", str(folder), "--output", str(tmp_path / "o")]) == 1
     assert "is not a folder or a hub repo id" in error_line(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "new").exists()

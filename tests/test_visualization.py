@@ -156,6 +156,15 @@ def test_strip_wraps_into_rows_with_a_title():
         heatmap_strip(panels, ["only one"])
 
 
+def test_titles_and_captions_with_newlines_are_drawn_on_one_line():
+    panels = [Image.new("RGB", (100, 100), (230, 230, 230))] * 2
+    one_line = heatmap_strip(panels, ["'a'  0.1", "'b'  0.2"], panel_width=50, title="first\\nsecond", font_size=12)
+    two_lines = heatmap_strip(panels, ["'a'  0.1", "'\n'  0.2"], panel_width=50, title="first\nsecond", font_size=12)
+    assert two_lines.size == one_line.size
+    title_band = (0, 0, one_line.width, 18 + 8)  # the newline is drawn as the two characters of its escape
+    assert np.array_equal(np.asarray(two_lines.crop(title_band)), np.asarray(one_line.crop(title_band)))
+
+
 def test_query_strip_from_pipeline_results():
     page = ruled_page(400, 200)
     tokens = [

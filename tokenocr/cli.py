@@ -80,6 +80,19 @@ def _tile_count(text: str) -> int:
     if value > MAX_TILES_LIMIT:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_TILES_LIMIT} tiles, got {text!r}")
     return value
+def _values_checked(check, expected: str):
+    """An argparse action for an `nargs` option whose values are checked together: `check(values)` or an error."""
+
+    class Checked(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if not check(values):
+                parser.error(f"argument {option_string}: expected {expected}, got {' '.join(map(str, values))}")
+            setattr(namespace, self.dest, values)
+
+    return Checked
+
+
+_finite_float = _at_least(float, -math.inf, "a finite number")
 _non_negative_int = _at_least(int, 0, "a non-negative integer")
 _non_negative_float = _at_least(float, 0.0, "a non-negative number")
 
@@ -160,9 +173,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="supervise a token id that repeats on a page once, with the union of its masks")
     parser.add_argument("--loss-weights", type=_non_negative_float, nargs=4, default=None,
                         metavar=("SEG", "SIM", "L2", "SIG"),
+                        action=_values_checked(lambda weights: sum(weights) > 0, "at least one weight above 0"),
                         help="weights of loss_seg (a per-location term of ours), loss_sim, loss_l2 and loss_sig "
                         "(default: 0 1 1 1, the authors' objective)")
-    parser.add_argument("--seg-temperature", type=float, nargs=2, default=(10.0, -5.0), metavar=("SCALE", "BIAS"),
+    parser.add_argument("--seg-temperature", type=_finite_float, nargs=2, default=(10.0, -5.0), metavar=("SCALE", "BIAS"),
+                        action=_values_checked(lambda values: values[0] > 0, "a positive SCALE"),
                         help="loss_seg's logit is SCALE * cosine + BIAS (default: 10 -5)")
     parser.add_argument("--learn-seg-temperature", action="store_true",
                         help="train loss_seg's scale and bias, starting from --seg-temperature")

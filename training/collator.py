@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import torch
 
-from ..processing.image_processing_tokenocr import to_rgb_image
+from ..processing.image_processing_tokenocr import describe_image, to_rgb_image
 from .data import mask_array
 
 
@@ -165,13 +165,13 @@ class TokenMaskCollator:
         self.merge_repeated_tokens = merge_repeated_tokens
         self.vocab_size = vocab_size
 
-    def _select(self, tokens: list[dict], index: int) -> list[tuple[int, list[int]]]:
+    def _select(self, tokens: list[dict], name: str) -> list[tuple[int, list[int]]]:
         """The supervised tokens as `(id, mask indices)`: one per entry, or per id when merging; sampled."""
         groups: dict = {}
         for number, token in enumerate(tokens):
             token_id = int(token["id"])
             if self.vocab_size is not None and not 0 <= token_id < self.vocab_size:
-                raise ValueError(f"Page {index}: token id {token_id} is outside the vocabulary (size {self.vocab_size}).")
+                raise ValueError(f"{name}: token id {token_id} is outside the vocabulary (size {self.vocab_size}).")
             key = token_id if self.merge_repeated_tokens else number
             groups.setdefault(key, (token_id, []))[1].append(int(token["mask_index"]))
         selected = list(groups.values())
@@ -181,22 +181,23 @@ class TokenMaskCollator:
         return [selected[i] for i in sorted(torch.randperm(len(selected))[:limit].tolist())]
 
     def page(self, example: dict, index: int = 0) -> dict:
-        """One page: its tiles, grid, selected tokens and tiled masks."""
-        image = to_rgb_image(example["image"], index)
+        """One page: its tiles, grid, selected tokens and tiled masks (`index`: its place in the batch)."""
+        name = describe_image(example["image"], position=f"page {index} of the batch")
+        image = to_rgb_image(example["image"], name=name)
         mask = mask_array(example["mask"])
         if mask.shape != (image.height, image.width):
             raise ValueError(
-                f"Page {index}: the mask map is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                f"{name}: the mask map is {mask.shape[1]}x{mask.shape[0]} but the image is "
                 f"{image.width}x{image.height}."
             )
         listed = {int(t["mask_index"]) for t in example["tokens"]}
         absent = sorted(listed - set(np.unique(mask).tolist()))
         if absent and len(absent) == len(listed):  # not one token on its mask: the wrong mask, or the wrong list
             raise ValueError(
-                f"Page {index}: none of its tokens' mask indices (e.g. {absent[:5]}) occur in its mask map; the token "
+                f"{name}: none of its tokens' mask indices (e.g. {absent[:5]}) occur in its mask map; the token "
                 "list and the mask disagree."
             )
-        tokens = self._select(example["tokens"], index)
+        tokens = self._select(example["tokens"], name)
         if not self.image_processor.do_tiling:  # the ResNet variant: the whole image, masks on its own map
             whole = self.image_processor(image, return_tensors="pt")
             map_size = whole["map_sizes"][0].tolist()

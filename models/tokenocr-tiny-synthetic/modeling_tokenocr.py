@@ -826,6 +826,8 @@ def resolve_loss_weights(loss_weights: dict | None) -> dict[str, float]:
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"The weight of loss_{name} must be a non-negative number, got {weight!r}.")
         weights[name] = float(weight)
+    if not any(weights.values()):
+        raise ValueError("At least one loss weight must be above 0; with all of them 0 nothing would be trained.")
     return weights
 
 

@@ -78,6 +78,7 @@ class TokenSimilarityPipeline(ChunkPipeline):
     _load_image_processor = False
     _load_tokenizer = False
     _load_feature_extractor = False
+    _load_video_processor = False
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
@@ -138,8 +139,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
         return results[0] if single_image else results
 
     def preprocess(self, item, min_tiles=None, max_tiles=None):
-        image, page = (item["image"], item["page"]) if isinstance(item, dict) and "page" in item else (item, None)
-        rgb = image if page is not None else to_rgb_image(image)
+        image, page, position = item["image"], item["page"], item["position"]
+        rgb = image if page is not None else to_rgb_image(image, position)
         limits = {name: value for name, value in (("min_tiles", min_tiles), ("max_tiles", max_tiles)) if value}
         tiles = self.processor.image_processor(rgb, use_thumbnail=False, return_tensors="pt", **limits)
         if "map_sizes" in tiles:  # whole-image processor (ResNet variant): the image is its only chunk
@@ -225,13 +226,14 @@ def _whole_image_chunk(processed, rgb, page) -> dict:
 
 
 def _expand_pdfs(images: Iterable, pages, dpi) -> Iterator:
-    """Each input as it is, except PDFs, which become one `{"image", "page"}` item per rendered page."""
-    for image in images:
+    """`{"image", "page", "position"}` per input (`page` None) and per rendered page of a PDF input (its number);
+    `position` is the input's place in what was given, which messages name."""
+    for position, image in enumerate(images):
         if is_pdf(image):
             for number, page in load_pdf_pages(image, pages, dpi):
-                yield {"image": page, "page": number}
+                yield {"image": page, "page": number, "position": position}
         else:
-            yield image
+            yield {"image": image, "page": None, "position": position}
 
 
 def _rank(results: list, top_k: int) -> list:
