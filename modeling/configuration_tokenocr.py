@@ -202,5 +202,38 @@ class TokenOCRConfig(PreTrainedConfig):
         """How many vision-tower layers must run to produce hidden state `vision_feature_layer` (InternViT)."""
         return self.vision_feature_layer % (self.vision_config.num_hidden_layers + 1)
 
+    # A converted folder declares its pipeline in `custom_pipelines` for environments with transformers alone, where
+    # `pipeline("token-similarity", model=..., trust_remote_code=True)` then runs the folder's pipeline code. Where the
+    # installed `tokenocr` package has registered that task, `pipeline()` must not see the declaration: it would
+    # demand `trust_remote_code` and run the folder's copy instead of the installed pipeline. The declaration is kept
+    # (and saved by `to_dict`) either way.
+    @property
+    def custom_pipelines(self) -> dict:
+        """The folder's pipeline declaration, or `{}` where the installed package provides the task itself."""
+        return {} if _task_installed() else self.__dict__.get("_declared_pipelines", {})
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict) -> None:
+        self.__dict__["_declared_pipelines"] = value
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        declared = output.pop("_declared_pipelines", None)
+        if declared:
+            output["custom_pipelines"] = declared
+        return output
+
+
+def _task_installed() -> bool:
+    """Whether the installed `tokenocr` package has registered the `token-similarity` task with transformers."""
+    import sys
+
+    if "transformers.pipelines" not in sys.modules:  # registering imports it: not imported, not registered
+        return False
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    implementation = PIPELINE_REGISTRY.supported_tasks.get("token-similarity", {}).get("impl")
+    return implementation is not None and implementation.__module__.startswith("tokenocr.")
+
 
 __all__ = ["TokenOCRConfig"]

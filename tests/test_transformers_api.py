@@ -4,6 +4,8 @@ own common tests check a model: output objects, hidden states and attentions, ea
 checkpointing, dynamic-shape export and the processor's `model_input_names`.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,7 +175,7 @@ def test_model_input_names_list_every_returned_key(tokenizer, do_tiling):
         assert "pixel_sizes" in inputs and "pixel_sizes" in processor.model_input_names
 
 
-def test_with_the_package_a_converted_folder_loads_the_installed_classes(converted):
+def test_with_the_package_a_converted_folder_loads_the_installed_classes(converted, tmp_path):
     from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
 
     import tokenocr  # noqa: F401  (registers the Auto classes and the task)
@@ -186,9 +188,17 @@ def test_with_the_package_a_converted_folder_loads_the_installed_classes(convert
     assert type(AutoConfig.from_pretrained(folder)) is TokenOCRConfig
     assert type(AutoModel.from_pretrained(folder)) is TokenOCRModel
     assert type(AutoProcessor.from_pretrained(folder)) is TokenOCRProcessor
-    # transformers' pipeline() refuses a folder that declares custom_pipelines without trust_remote_code, whatever
-    # is registered; naming the installed class is its way to use local code.
-    with pytest.raises(ValueError, match="trust_remote_code"):
-        pipeline("token-similarity", model=str(folder))
-    finder = pipeline("token-similarity", model=str(folder), pipeline_class=TokenSimilarityPipeline)
-    assert type(finder.model) is TokenOCRModel and type(finder) is TokenSimilarityPipeline
+    # The folder declares its pipeline for hub users (custom_pipelines); with the package that declaration is not
+    # what pipeline() sees, so it neither asks for trust_remote_code nor runs the folder's copy.
+    assert "custom_pipelines" in json.loads((folder / "config.json").read_text())
+    for flag in ({}, {"trust_remote_code": True}):
+        finder = pipeline("token-similarity", model=str(folder), **flag)
+        assert type(finder) is TokenSimilarityPipeline and type(finder.model) is TokenOCRModel
+        assert type(finder.processor) is TokenOCRProcessor
+    # Saving keeps the declaration, so a folder saved with the package still serves hub users.
+    config = AutoConfig.from_pretrained(folder)
+    assert config.custom_pipelines == {}
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["custom_pipelines"]["token-similarity"]["impl"] == "pipeline_tokenocr.TokenSimilarityPipeline"
+    assert not any(key.startswith("_") for key in saved)
