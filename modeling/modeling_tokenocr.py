@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import InternVLVisionModel, PreTrainedModel, ResNetModel
+from transformers import AutoModel, InternVLVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
@@ -133,9 +133,10 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         if config.is_internvit:
             self.vision_tower = InternVLVisionModel(config.vision_config)
         else:
-            # A ResNet has no attention: whichever implementation was asked for (SDPA, eager) does not concern it.
-            config.vision_config._attn_implementation_internal = None
-            self.vision_tower = ResNetModel(config.vision_config)
+            # A ResNet has no attention: whichever implementation was asked for (SDPA, eager) does not concern it, so
+            # the tower is built as "eager", the only setting transformers accepts for it (as composite models build
+            # their towers: `AutoModel.from_config` on the sub-config).
+            self.vision_tower = AutoModel.from_config(config.vision_config, attn_implementation="eager")
         self.upsampler = TokenOCRUpsampler(config)
         self.projector = TokenOCRProjector(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
