@@ -166,16 +166,13 @@ class _SampleScores:
 
         self.query_ids = processor(text=query, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            text = model.get_text_features(self.query_ids).pooler_output[0]
-        self.text = torch.nn.functional.normalize(text, dim=-1)
+            self.text = model.get_text_features(self.query_ids).pooler_output  # (1, tokens, D)
+        self.score = model.similarity_from_embeds  # the folder's own scoring, as get_similarity does it
         self.processor = processor
-        self.similarity = torch.zeros(1, text.shape[0], tiles, locations)
+        self.similarity = torch.zeros(1, self.text.shape[1], tiles, locations)
 
     def add(self, index: int, start: int, features) -> None:
-        import torch
-
-        unit = torch.nn.functional.normalize(features, dim=-1)
-        self.similarity[0, :, index, start : start + features.shape[0]] = self.text @ unit.T
+        self.similarity[0, :, index, start : start + features.shape[0]] = self.score(self.text, features)[0]
 
     def maps(self, inputs):
         """`(tokens, H, W)` stitched maps of the sample query on the probe page."""

@@ -80,14 +80,16 @@ _NAME_PAIRS = [
 _QKV_PARTS = ("q_proj", "k_proj", "v_proj")
 
 
-def _template_regex(template: str) -> re.Pattern:
+def template_regex(template: str) -> re.Pattern:
+    """A weight-name template (`...layers.{layer}.{param}`) as a regex with named groups `layer` and `param`; the
+    name tables of both original layouts (ViT here, R50 in `original_r50`) are built with it."""
     pattern = re.escape(template).replace(r"\{layer\}", r"(?P<layer>\d+)").replace(r"\{param\}", r"(?P<param>[A-Za-z_]+)")
     return re.compile(f"^{pattern}$")
 
 
-_FORWARD = [(_template_regex(original), ours) for original, ours in _NAME_PAIRS]
+_FORWARD = [(template_regex(original), ours) for original, ours in _NAME_PAIRS]
 _BACKWARD = [
-    (_template_regex(ours.replace("q_proj", part)), original)
+    (template_regex(ours.replace("q_proj", part)), original)
     for original, ours in _NAME_PAIRS
     for part in (_QKV_PARTS if ".attn.qkv." in original else ("q_proj",))
 ]

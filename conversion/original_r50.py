@@ -18,7 +18,7 @@ from pathlib import Path
 from ..constants import ORIGINAL_FIXED_LOGIT_BIAS, ORIGINAL_R50_PART_FILES, ORIGINAL_R50_SINGLE_FILE
 from ..modeling import TokenOCRConfig
 from ..processing import TokenOCRImageProcessor, TokenOCRProcessor
-from .original import OriginalCheckpoint, _template_regex
+from .original import OriginalCheckpoint, template_regex
 from .tokenizer import convert_tokenizer, tokenizer_folder
 from .weights import CheckpointError, WeightFile, first_line
 
@@ -40,8 +40,8 @@ _NAME_PAIRS = [
     ("t_prime", "logit_scale"),
     ("b", "logit_bias"),
 ]
-_FORWARD = [(_template_regex(original), ours) for original, ours in _NAME_PAIRS]
-_BACKWARD = [(_template_regex(ours), original) for original, ours in _NAME_PAIRS]
+_FORWARD = [(template_regex(original), ours) for original, ours in _NAME_PAIRS]
+_BACKWARD = [(template_regex(ours), original) for original, ours in _NAME_PAIRS]
 
 # Inside a stage: torchvision's `layerS.B.convK` / `bnK` / `downsample.0|1` <-> transformers' ResNet stage layers.
 _STAGE_ORIGINAL = re.compile(

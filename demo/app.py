@@ -442,12 +442,9 @@ def score_query(loaded: LoadedModel, page_features: PageFeatures, query: str):
         query_ids = loaded.processor(text=query, return_tensors="pt")["input_ids"].to(loaded.device)
     except ValueError as error:
         raise DemoError(_one_line(error)) from None
-    features, parts = page_features.features, []
-    with torch.no_grad():
-        for start in range(0, features.shape[0], TILES_PER_BATCH):
-            output = loaded.model(image_embeds=features[start : start + TILES_PER_BATCH], input_ids=query_ids)
-            parts.append(output.similarity.float().cpu())
-    similarity = torch.cat(parts, dim=2)  # (1, tokens, tiles, locations)
+    with torch.no_grad():  # the cached features, scored as every surface scores them
+        similarity = loaded.model.get_similarity(input_ids=query_ids, image_embeds=page_features.features)
+    similarity = similarity.float().cpu()  # (1, tokens, tiles, locations)
     map_sizes = None if page_features.map_size is None else [page_features.map_size]
     maps = loaded.processor.post_process_similarity(
         similarity, [page_features.grid], [similarity.shape[2]], map_sizes

@@ -310,19 +310,41 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             embeddings = embeddings * attention_mask.to(embeddings.device, embeddings.dtype)[..., None]
         return BaseModelOutputWithPooling(last_hidden_state=embeddings, pooler_output=embeddings)
 
+    @staticmethod
+    def similarity_from_embeds(text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        r"""
+        The cosine similarity every surface scores with: each query token's embedding against each image feature.
+
+        Args:
+            text_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): token embeddings
+                ([`~TokenOCRModel.get_text_features`]).
+            image_embeds (`torch.Tensor` of shape `(*locations, hidden_size)`): image features, e.g.
+                `(num_tiles, num_locations, hidden_size)` ([`~TokenOCRModel.get_image_features`]) or a chunk of them.
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, sequence_length, *locations)`, in `image_embeds`' dtype and device.
+        """
+        image = _unit_vectors(image_embeds)
+        text = _unit_vectors(text_embeds).to(image.device, image.dtype)
+        flat = image.reshape(-1, image.shape[-1])
+        return (text @ flat.T).reshape(*text.shape[:-1], *image.shape[:-1])
+
     def get_similarity(
         self,
-        pixel_values: torch.FloatTensor,
-        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         locations_per_chunk: int = 2048,
         pixel_sizes: torch.LongTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        tiles_per_batch: int | None = None,
     ) -> torch.FloatTensor:
         r"""
         Cosine similarity between query tokens and every location of every tile, computed without holding the
         `(num_tiles, num_locations, hidden_size)` features: the upsampler runs one tile at a time, and the projector,
         the normalisation and the scoring over `locations_per_chunk` locations at a time. Equal to
-        `forward(...).similarity` up to float rounding.
+        `forward(...).similarity` up to float rounding. The one scoring path of the pipeline, evaluation, the
+        converter's card picture and the demo.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, height, width)`):
@@ -335,22 +357,47 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
                 Locations projected and scored at once; bounds the working memory.
             pixel_sizes (`torch.LongTensor` of shape `(num_tiles, 2)`, *optional*):
                 ResNet tower only: each image's own `(height, width)` inside `pixel_values`.
+            image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
+                Features from an earlier `get_image_features(...).pooler_output`, instead of `pixel_values`: new
+                queries scored without running the vision tower again.
+            tiles_per_batch (`int`, *optional*): tiles (or images) given to the vision tower at once; default all.
 
         Returns:
             `torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`; for a ResNet tower
             the locations past an image's own `h * w` are 0.
         """
+        if input_ids is None or (pixel_values is None) == (image_embeds is None):
+            raise ValueError("get_similarity needs input_ids and either pixel_values or image_embeds.")
         input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
-        text = _unit_vectors(self.get_text_features(input_ids).pooler_output)
+        text = self.get_text_features(input_ids).pooler_output
         rows: dict[int, list[torch.Tensor]] = {}
-        for index, _, features in self.iter_image_features(pixel_values, locations_per_chunk, pixel_sizes):
-            text = text.to(features.device, features.dtype)
-            rows.setdefault(index, []).append(text @ _unit_vectors(features).T)  # (batch, tokens, chunk)
+        for index, _, features in self._feature_chunks(
+            pixel_values, image_embeds, locations_per_chunk, pixel_sizes, tiles_per_batch
+        ):
+            rows.setdefault(index, []).append(self.similarity_from_embeds(text, features))  # (batch, tokens, chunk)
         parts = [(index, torch.cat(chunks, dim=-1)) for index, chunks in sorted(rows.items())]
         similarity = parts[0][1].new_zeros((*input_ids.shape, len(parts), max(p.shape[-1] for _, p in parts)))
         for index, scores in parts:
             similarity[:, :, index, : scores.shape[-1]] = scores
         return _mask_padding(similarity, attention_mask, 0.0)
+
+    def _feature_chunks(self, pixel_values, image_embeds, locations_per_chunk, pixel_sizes, tiles_per_batch):
+        """`(index, start, features)` as `iter_image_features` yields them, from pixels (`tiles_per_batch` at a time)
+        or from given `image_embeds`."""
+        if image_embeds is not None:
+            for index in range(len(image_embeds)):
+                for start in range(0, image_embeds.shape[1], locations_per_chunk):
+                    yield index, start, image_embeds[index, start : start + locations_per_chunk]
+            return
+        step = len(pixel_values) if tiles_per_batch is None else tiles_per_batch
+        if step < 1:
+            raise ValueError(f"tiles_per_batch must be at least 1, got {tiles_per_batch}.")
+        for first in range(0, len(pixel_values), step):
+            sizes = None if pixel_sizes is None else pixel_sizes[first : first + step]
+            for index, start, features in self.iter_image_features(
+                pixel_values[first : first + step], locations_per_chunk, sizes
+            ):
+                yield first + index, start, features
 
     def iter_image_features(
         self,
@@ -432,9 +479,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             input_ids = input_ids.unsqueeze(0)
         text_embeds = self.get_text_features(input_ids).pooler_output
 
-        image_normed = _unit_vectors(image_embeds)
-        text_normed = _unit_vectors(text_embeds).to(image_normed.device, image_normed.dtype)
-        similarity = torch.einsum("btd,nld->btnl", text_normed, image_normed)
+        similarity = self.similarity_from_embeds(text_embeds, image_embeds)
         logit_scale = self.logit_scale.to(similarity.device, similarity.dtype)
         logits = similarity * logit_scale.exp() + self.get_logit_bias().to(similarity.device, similarity.dtype)
         similarity = _mask_padding(similarity, attention_mask, 0.0)

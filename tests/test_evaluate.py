@@ -92,8 +92,8 @@ class CraftedModel(torch.nn.Module):
     def device(self):
         return self.anchor.device
 
-    def get_similarity(self, pixel_values, input_ids, pixel_sizes=None):
-        self.page, self.calls = self.calls, self.calls + 1  # one call per page: its two tiles fit one batch
+    def get_similarity(self, pixel_values, input_ids, pixel_sizes=None, tiles_per_batch=None):
+        self.page, self.calls = self.calls, self.calls + 1  # one call per page (all its tiles)
         tiles = []
         for token_id in input_ids[0].tolist():
             page_map = self.maps[self.page].get(token_id, np.full((28, 56), -1.0))

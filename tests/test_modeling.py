@@ -214,6 +214,16 @@ def test_fused_similarity_equals_forward(case, loaded):
         for chunk in (1000, 4096, 10**6):
             fused = model.get_similarity(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"], chunk)
             torch.testing.assert_close(fused, reference, atol=1e-5, rtol=0)
+        # The same scores a tile batch at a time, and from cached features (the demo's path): one scoring path.
+        batched = model.get_similarity(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"],
+                                       tiles_per_batch=2)
+        features = model.get_image_features(inputs["pixel_values"]).pooler_output
+        cached = model.get_similarity(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                      image_embeds=features, locations_per_chunk=1000)
+    torch.testing.assert_close(batched, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached, reference, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="either pixel_values or image_embeds"):
+        model.get_similarity(inputs["pixel_values"], inputs["input_ids"], image_embeds=features)
 
 
 def test_inconsistent_config_values_are_errors():

@@ -141,8 +141,11 @@ def test_a_padded_batch_gives_each_image_its_own_result(loaded):
         out = model(**inputs)
         fused = model.get_similarity(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"], 100,
                                      pixel_sizes=inputs["pixel_sizes"])
+        one_at_a_time = model.get_similarity(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"],
+                                             pixel_sizes=inputs["pixel_sizes"], tiles_per_batch=1)
     features = out.image_embeds
     torch.testing.assert_close(fused, out.similarity, atol=1e-5, rtol=0)
+    torch.testing.assert_close(one_at_a_time, out.similarity, atol=1e-5, rtol=0)
     maps = processor.post_process_similarity(out.similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
                                              inputs["map_sizes"])
     assert_maps_equal_original(maps, images)

@@ -167,13 +167,10 @@ def page_maps(model, processor, image, token_ids: list[int], max_tiles=None, til
     inputs = processor.image_processor(image, return_tensors="pt", **tiling)
     ids = torch.tensor([token_ids], device=model.device)
     dtype = next(model.parameters()).dtype
-    pixel_values, pixel_sizes = inputs["pixel_values"], inputs.get("pixel_sizes")
-    pieces = [
-        model.get_similarity(pixel_values[start : start + tiles_per_batch].to(model.device, dtype), ids,
-                             pixel_sizes=None if pixel_sizes is None else pixel_sizes[start : start + tiles_per_batch])
-        for start in range(0, len(pixel_values), tiles_per_batch)
-    ]
-    similarity = torch.cat(pieces, dim=2).float().cpu()  # (1, tokens, tiles, locations)
+    similarity = model.get_similarity(
+        inputs["pixel_values"].to(model.device, dtype), ids, pixel_sizes=inputs.get("pixel_sizes"),
+        tiles_per_batch=tiles_per_batch,
+    ).float().cpu()  # (1, tokens, tiles, locations)
     maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
                                              inputs.get("map_sizes"))
     return maps[0][0]
