@@ -102,7 +102,9 @@ def _only_pictures(folder: Path) -> bool:
 def fetch_from_hub(repo_id: str, revision: str | None = None) -> Path:
     """
     Download what TokenOCR needs of an original checkpoint on the hub: config, tokenizer files, the weight index
-    first when there is one, then only the shards that hold tensors TokenOCR keeps.
+    first when there is one, then only the shards that hold tensors TokenOCR keeps. (File by file rather than one
+    `snapshot_download`: which shards are needed is known only once the index is read, and each missing file gets
+    its own one-line error.)
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -253,7 +255,13 @@ def _update_json(file: Path, change) -> None:
 
 
 def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
-    """config.json, processor and tokenizer files, with `auto_map`s pointing at the copied remote code."""
+    """
+    config.json, processor and tokenizer files, with `auto_map`s pointing at the copied remote code. Written here
+    rather than by `register_for_auto_class` + `save_pretrained`: the converter never builds the model (its weights
+    are streamed shard by shard under a memory bound), and transformers copies only the files a class's module
+    imports, which leaves out the pipeline (`custom_pipelines`); `REMOTE_CODE_FILES` lists every file that travels,
+    and `tests/test_convert.py` loads the result with transformers alone.
+    """
     config_dict = config.to_dict()
     config_dict["dtype"] = str(dtype).replace("torch.", "")
     config_dict["architectures"] = ["TokenOCRModel"]

@@ -81,6 +81,9 @@ def _tensor_to_numpy(tensor, name: str) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
+# Paths and URLs are opened here rather than with `transformers.image_utils.load_image`, which converts to RGB and
+# applies the EXIF orientation at once: 16-bit images must be rescaled before the RGB conversion (PIL would clip them
+# to white), the orientation is optional, and every failure must name the image on one line.
 def _open_file(location: str, name: str) -> Image.Image:
     if not os.path.exists(location):
         raise FileNotFoundError(f"Image file {name} does not exist.")
