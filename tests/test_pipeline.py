@@ -326,3 +326,27 @@ def _one_page_pdf(media_box: bytes = b"0 0 50 40", encrypted: bool = True) -> by
     body += (b"trailer\n<< /Size %d /Root 1 0 R" % (len(objects) + 1) + security
              + b" /ID [<00112233445566778899aabbccddeeff> <00112233445566778899aabbccddeeff>] >>\n")
     return body + b"startxref\n%d\n%%%%EOF\n" % xref
+
+
+@pytest.mark.parametrize("order", ["tokenocr first", "transformers first", "a tokenocr module first"])
+def test_import_tokenocr_registers_in_any_import_order(order):
+    import subprocess
+    import sys
+
+    first = {"tokenocr first": "import tokenocr\nimport transformers\n",
+             "transformers first": "import transformers\nimport tokenocr\n",
+             "a tokenocr module first": "import tokenocr\nfrom tokenocr.modeling import TokenOCRConfig\n"}[order]
+    script = first + (
+        "import sys\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "import tokenocr._registration as registration\n"
+        "print(type(AutoConfig.for_model('tokenocr')).__module__)\n"
+        "print(PIPELINE_REGISTRY.supported_tasks['token-similarity']['impl'].__module__)\n"
+        "print(any(isinstance(f, registration._ImportWatcher) for f in sys.meta_path))\n"
+        "print(type(sys.modules['transformers'].__spec__.loader).__name__ != '_NotifyingLoader')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tokenocr.modeling.configuration_tokenocr", "tokenocr.processing.pipeline_tokenocr",
+                                     "False", "True"]

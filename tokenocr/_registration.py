@@ -51,20 +51,31 @@ def _register_when_ready() -> None:
         register()
 
 
-def _watch(loader, is_tokenocr: bool) -> None:
-    """Make `loader` call `_register_when_ready` after it has executed its module."""
-    execute = loader.exec_module
+class _NotifyingLoader(importlib.abc.Loader):
+    """
+    Runs a module with the loader that found it, then calls `_register_when_ready`. A wrapper around the other
+    finder's loader (which stays as it was); everything else a loader offers is passed through to it.
+    """
 
-    def exec_module(module):
+    def __init__(self, loader, is_tokenocr: bool):
+        self._loader = loader
+        self._is_tokenocr = is_tokenocr
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
         global _tokenocr_imports_running
-        _tokenocr_imports_running += is_tokenocr
+        module.__loader__ = module.__spec__.loader = self._loader  # as anyone who asks sees it: the real one
+        _tokenocr_imports_running += self._is_tokenocr
         try:
-            execute(module)
+            self._loader.exec_module(module)
         finally:
-            _tokenocr_imports_running -= is_tokenocr
+            _tokenocr_imports_running -= self._is_tokenocr
         _register_when_ready()
-
-    loader.exec_module = exec_module
 
 
 class _ImportWatcher(importlib.abc.MetaPathFinder):
@@ -79,7 +90,7 @@ class _ImportWatcher(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    _watch(spec.loader, fullname != "transformers")
+                    spec.loader = _NotifyingLoader(spec.loader, fullname != "transformers")
                 return spec
         return None
 
