@@ -203,14 +203,15 @@ class TokenOCRConfig(PreTrainedConfig):
         return self.vision_feature_layer % (self.vision_config.num_hidden_layers + 1)
 
     # A converted folder declares its pipeline in `custom_pipelines` for environments with transformers alone, where
-    # `pipeline("token-similarity", model=..., trust_remote_code=True)` then runs the folder's pipeline code. Where the
-    # installed `tokenocr` package has registered that task, `pipeline()` must not see the declaration: it would
-    # demand `trust_remote_code` and run the folder's copy instead of the installed pipeline. The declaration is kept
-    # (and saved by `to_dict`) either way.
+    # `pipeline("token-similarity", model=..., trust_remote_code=True)` then runs the folder's pipeline code. A config
+    # built by the installed `tokenocr` package (which registered that task) does not show the declaration to
+    # `pipeline()`: it would demand `trust_remote_code` and run the folder's copy instead of the installed pipeline.
+    # The declaration is kept (and saved by `to_dict`) either way; a config built from a folder's own code shows it.
     @property
     def custom_pipelines(self) -> dict:
-        """The folder's pipeline declaration, or `{}` where the installed package provides the task itself."""
-        return {} if _task_installed() else self.__dict__.get("_declared_pipelines", {})
+        """The folder's pipeline declaration, or `{}` for the installed package's config (it provides the task)."""
+        installed = type(self).__module__.startswith("tokenocr.") and _task_installed()
+        return {} if installed else self.__dict__.get("_declared_pipelines", {})
 
     @custom_pipelines.setter
     def custom_pipelines(self, value: dict) -> None:

@@ -99,6 +99,15 @@ def test_model_folder_code_runs_only_with_consent(tmp_path, converted, capsys):
     assert run(tmp_path, model=folder) == 0, capsys.readouterr().err
     assert not marker.exists()
     shutil.rmtree(tmp_path / "out")
+    # A TokenOCR folder is served by the installed classes even with the flag (transformers prefers registered ones).
+    assert run(tmp_path, "--trust-remote-code", model=folder) == 0, capsys.readouterr().err
+    assert not marker.exists()
+    shutil.rmtree(tmp_path / "out")
+    # A model the package has no classes for (here a renamed fork) runs its own code, and only with the flag.
+    for name in ("configuration_tokenocr.py", "config.json"):
+        (folder / name).write_text((folder / name).read_text().replace('"tokenocr"', '"tokenocr_fork"'))
+    assert run(tmp_path, model=folder) == 1
+    assert "pass --trust-remote-code to run that code" in error_line(capsys) and not marker.exists()
     assert run(tmp_path, "--trust-remote-code", model=folder) == 0, capsys.readouterr().err
     assert marker.exists()
 

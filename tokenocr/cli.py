@@ -27,6 +27,10 @@ from .processing.settings_tokenocr import (
 )
 
 
+TRUST_REMOTE_CODE_HELP = ("allow the model folder's or repo's own Python code where the installed package has no classes "
+                          "for it (a model_type other than tokenocr); TokenOCR folders use the installed ones")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line, in the `PROGRAM: error: ...` form of every other failure."""
 
@@ -112,7 +116,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"tiles per vision-tower forward (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's or repo's own Python code instead of the installed classes")
+                        help=TRUST_REMOTE_CODE_HELP)
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +193,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="continue the training saved in --output (its last checkpoint, or CHECKPOINT)")
     parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's or repo's own Python code instead of the installed classes")
+                        help=TRUST_REMOTE_CODE_HELP)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -210,7 +214,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the retrieval queries' choice (default: 0)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE (a new file)")
     parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's or repo's own Python code instead of the installed classes")
+                        help=TRUST_REMOTE_CODE_HELP)
 
 
 def _installed_version() -> str:

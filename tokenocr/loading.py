@@ -1,8 +1,8 @@
 """
 Loading a TokenOCR model for the command line and the demo, from whatever the user names: a converted folder, a
 hub repo id, or an original checkpoint folder (a ViT release's `internvl_chat` folder or the R50 release's
-`checkpoint.pth` / parts). A folder's or repo's own Python files run only with `trust_remote_code=True`; otherwise
-the installed package's classes are used for `model_type: tokenocr`.
+`checkpoint.pth` / parts). `model_type: tokenocr` is always served by the installed package's classes; a folder's or
+repo's own Python files run only with `trust_remote_code=True`, for a model the package has no classes for.
 """
 
 import json
@@ -86,7 +86,8 @@ def _check_reference(model: str) -> Path:
 def load_model_and_processor(model: str, dtype: str | None = None, trust_remote_code: bool = False):
     """
     `(TokenOCRModel in eval mode, TokenOCRProcessor)` for `model`: a converted folder or hub repo id (the installed
-    classes, or the folder's own code with `trust_remote_code`), or an original checkpoint folder (`load_original`,
+    classes; with `trust_remote_code`, transformers' Auto classes, which run a folder's own code only where no class
+    is registered), or an original checkpoint folder (`load_original`,
     float32 unless `dtype` says otherwise).
 
     Raises:
@@ -138,7 +139,15 @@ def _installed_model_and_processor(model: str, torch_dtype):
     from .modeling import TokenOCRConfig, TokenOCRModel
     from .processing import TokenOCRProcessor
 
-    config = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise ModelNotFoundError(
+            f"--model '{model}' is not a model the installed package has classes for: it needs its own Python code; "
+            "pass --trust-remote-code to run that code"
+        ) from None
     if not isinstance(config, TokenOCRConfig):
         raise ModelNotFoundError(
             f"--model '{model}' is a '{config.model_type}' model, not TokenOCR; pass {MODEL_HELP}"
