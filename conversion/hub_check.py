@@ -191,9 +191,9 @@ def make_example_picture(folder: str, model, processor, sample_page: str, query:
 
     import torch
     from PIL import Image
-    from transformers.dynamic_module_utils import get_class_from_dynamic_module
-
-    query_strip = get_class_from_dynamic_module("visualization_tokenocr.query_strip", folder)
+    # The folder's own drawing code: the module beside the (remote-code) processor's, which imported it already.
+    drawing = importlib.import_module(type(processor).__module__.rpartition(".")[0] + ".visualization_tokenocr")
+    query_strip = drawing.query_strip
     page = Image.open(sample_page).convert("RGB")
     query_ids = processor(text=query, return_tensors="pt")["input_ids"]
     if maps is None:

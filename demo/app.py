@@ -133,23 +133,17 @@ class Helpers:
 HELPER_NAMES = ("overlay_heatmap", "heatmap_strip", "format_caption", "mask_to_boxes", "resize_map", "token_visuals")
 
 
-def package_helpers() -> Helpers:
-    from tokenocr.processing import visualization_tokenocr
-
-    return Helpers(*(getattr(visualization_tokenocr, name) for name in HELPER_NAMES))
-
-
-def remote_helpers(spec: str) -> Helpers:
-    """The helpers from a converted folder's (or hub repo's) remote code, for when `tokenocr` is not installed."""
-    from transformers.dynamic_module_utils import get_class_from_dynamic_module
-
-    def get(reference: str):
-        try:
-            return get_class_from_dynamic_module(reference, spec)
-        except (OSError, AttributeError, ImportError) as error:
-            raise DemoError(f"model '{spec}' has no {reference} in its code (convert it again): {error}") from None
-
-    return Helpers(*(get(f"visualization_tokenocr.{name}") for name in HELPER_NAMES))
+def code_helpers(processor) -> Helpers:
+    """
+    The helpers from the code the processor itself came from: the package's, or the model folder's remote code
+    (which the processor imports, so it is loaded already). One path for both, through a public import.
+    """
+    package = type(processor).__module__.rpartition(".")[0]
+    try:
+        module = importlib.import_module(f"{package}.visualization_tokenocr")
+        return Helpers(*(getattr(module, name) for name in HELPER_NAMES))
+    except (ImportError, AttributeError) as error:
+        raise DemoError(f"the model's processing code has no visualization helpers (convert it again): {error}") from None
 
 
 @dataclass
@@ -189,8 +183,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         raise
     except (OSError, ValueError, ImportError, RuntimeError, KeyError) as error:
         raise DemoError(f"cannot load model '{spec}': {' '.join(str(error).split())[:300]}") from None
-    helpers = package_helpers() if use_package else remote_helpers(spec)
-    return LoadedModel(spec, model.to(device).eval(), processor, helpers, device)
+    return LoadedModel(spec, model.to(device).eval(), processor, code_helpers(processor), device)
 
 
 class ModelPool:
