@@ -11,6 +11,7 @@ from transformers import AutoModel, InternVLVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.internvl.modeling_internvl import InternVLVisionAttention, InternVLVisionLayer
 from transformers.utils import ModelOutput, auto_docstring
 from transformers.utils.generic import can_return_tuple
@@ -95,6 +96,21 @@ class TokenOCRProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(self.layer_norm(features))))
 
 
+class TokenOCRResNetStage(GradientCheckpointingLayer):
+    """
+    One stage of the ResNet tower: transformers' `ResNetStage` computation on its own `layers` (so the weight names
+    are the same), as a `GradientCheckpointingLayer`, so that `gradient_checkpointing_enable()` checkpoints the
+    ResNet tower stage by stage as it does the ViT tower layer by layer.
+    """
+
+    def __init__(self, layers: nn.Sequential):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return self.layers(hidden_state)
+
+
 class TokenOCRPreTrainedModel(PreTrainedModel):
     config: TokenOCRConfig
     config_class = TokenOCRConfig
@@ -114,6 +130,10 @@ class TokenOCRPreTrainedModel(PreTrainedModel):
         if isinstance(module, TokenOCRModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             init.constant_(module.logit_bias, self.config.logit_bias_init_value)
+        elif isinstance(module, TokenOCRForTokenAlignment):  # loss_seg's temperature: not saved unless learned
+            scale, bias = module.seg_temperature_init
+            init.constant_(module.seg_logit_scale_log, math.log(scale))
+            init.constant_(module.seg_logit_bias, bias)
 
 
 class TokenOCRModel(TokenOCRPreTrainedModel):
@@ -137,13 +157,14 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             # the tower is built as "eager", the only setting transformers accepts for it (as composite models build
             # their towers: `AutoModel.from_config` on the sub-config).
             self.vision_tower = AutoModel.from_config(config.vision_config, attn_implementation="eager")
+            stages = self.vision_tower.encoder.stages
+            for index, stage in enumerate(stages):  # same layers, same weight names; checkpointable
+                stages[index] = TokenOCRResNetStage(stage.layers)
         self.upsampler = TokenOCRUpsampler(config)
         self.projector = TokenOCRProjector(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.logit_bias = nn.Parameter(torch.tensor(config.logit_bias_init_value))
-        # Activation checkpointing: the ViT layers checkpoint themselves; the ResNet stages are checkpointed here.
-        self.gradient_checkpointing = False
         self.post_init()
 
     def set_attn_implementation(self, attn_implementation, *args, **kwargs):
@@ -199,11 +220,8 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         """ResNet tower: the embedder's output, then each stage's (the last is `last_hidden_state`)."""
         tower = self.vision_tower
         states = [tower.embedder(pixels)]
-        for stage in tower.encoder.stages:
-            if self.gradient_checkpointing and self.training:
-                states.append(self._gradient_checkpointing_func(stage.__call__, states[-1]))
-            else:
-                states.append(stage(states[-1]))
+        for stage in tower.encoder.stages:  # each a checkpointing layer (TokenOCRResNetStage)
+            states.append(stage(states[-1]))
         return tuple(states)
 
     def _whole_image_locations(self, pixel_values: torch.FloatTensor, pixel_sizes=None, states=None):
@@ -265,7 +283,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         """
         if self.config.is_internvit:
             pixel_values = self._check_tiles(pixel_values)
-            vision = self._vision_outputs(pixel_values, **kwargs)
+            vision = self._vision_outputs(pixel_values, **{**kwargs, "return_dict": True})
             feature_map = self.upsampler(self._patch_grid(vision.last_hidden_state, pixel_values))
             features = self.projector(feature_map.flatten(2).transpose(1, 2))
             return BaseModelOutputWithPooling(
@@ -369,7 +387,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         if input_ids is None or (pixel_values is None) == (image_embeds is None):
             raise ValueError("get_similarity needs input_ids and either pixel_values or image_embeds.")
         input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
-        text = self.get_text_features(input_ids).pooler_output
+        text = self.get_text_features(input_ids, return_dict=True).pooler_output
         rows: dict[int, list[torch.Tensor]] = {}
         for index, _, features in self._feature_chunks(
             pixel_values, image_embeds, locations_per_chunk, pixel_sizes, tiles_per_batch
@@ -423,7 +441,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
             raise ValueError(f"locations_per_chunk must be at least 1, got {locations_per_chunk}.")
         if self.config.is_internvit:
             pixel_values = self._check_tiles(pixel_values)
-            grid = self._patch_grid(self._vision_outputs(pixel_values).last_hidden_state, pixel_values)
+            grid = self._patch_grid(self._vision_outputs(pixel_values, return_dict=True).last_hidden_state, pixel_values)
             groups = (
                 ((tile,), self.upsampler(grid[tile : tile + 1]).flatten(2).transpose(1, 2)) for tile in range(len(grid))
             )
@@ -473,11 +491,11 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("TokenOCRModel.forward needs pixel_values or image_embeds.")
-            vision = self.get_image_features(pixel_values, pixel_sizes, **kwargs)
+            vision = self.get_image_features(pixel_values, pixel_sizes, **{**kwargs, "return_dict": True})
             image_embeds = vision.pooler_output
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
-        text_embeds = self.get_text_features(input_ids).pooler_output
+        text_embeds = self.get_text_features(input_ids, return_dict=True).pooler_output
 
         similarity = self.similarity_from_embeds(text_embeds, image_embeds)
         logit_scale = self.logit_scale.to(similarity.device, similarity.dtype)
@@ -586,6 +604,8 @@ class TokenOCRAlignmentOutput(ModelOutput):
             The per-location features `f` before normalisation ([`TokenOCRModel.get_image_features`]).
         text_embeds (`torch.FloatTensor` of shape `(num_images, num_tokens, hidden_size)`):
             The embeddings `e` of the supervised tokens.
+        hidden_states, attentions (*optional*): the vision tower's, as [`TokenOCRModel.get_image_features`] returns
+            them (`output_hidden_states=True` / `output_attentions=True`); not when `image_embeds` is given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -596,6 +616,8 @@ class TokenOCRAlignmentOutput(ModelOutput):
     similarity: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # The loss components of `TokenOCRForTokenAlignment`, and their weights in the authors' objective (no `seg` term).
@@ -606,9 +628,9 @@ ORIGINAL_LOSS_WEIGHTS = {"seg": 0.0, "sim": 1.0, "l2": 1.0, "sig": 1.0}
 def tile_image_index(num_tiles: torch.Tensor | None, total_tiles: int, num_images: int, device) -> torch.Tensor:
     """`(total_tiles,)`: the index of the image each tile belongs to, from the tile count of each image."""
     if num_tiles is None:
-        if num_images != 1:
+        if num_images not in (1, total_tiles):  # one image owns every tile; as many tiles as images: one each
             raise ValueError(f"num_tiles is needed to tell which tiles belong to which of the {num_images} images.")
-        num_tiles = torch.tensor([total_tiles])
+        num_tiles = torch.tensor([total_tiles]) if num_images == 1 else torch.ones(num_images, dtype=torch.long)
     num_tiles = torch.as_tensor(num_tiles, device=device).flatten().long()
     if len(num_tiles) != num_images:
         raise ValueError(f"num_tiles gives {len(num_tiles)} images but input_ids has {num_images}.")
@@ -753,6 +775,7 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
             raise ValueError(
                 f"loss_seg's temperature needs a positive scale and a finite bias, got {seg_logit_scale}, {seg_logit_bias}."
             )
+        self.seg_temperature_init = (float(seg_logit_scale), float(seg_logit_bias))  # what `_init_weights` sets
         device = self.tokenocr.logit_scale.device
         log_scale = torch.tensor(math.log(seg_logit_scale), device=device)
         bias = torch.tensor(float(seg_logit_bias), device=device)
@@ -812,14 +835,16 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         """
         if input_ids is None:
             raise ValueError("TokenOCRForTokenAlignment.forward needs input_ids (the supervised tokens).")
+        vision = None
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("TokenOCRForTokenAlignment.forward needs pixel_values or image_embeds.")
-            image_embeds = self.tokenocr.get_image_features(pixel_values, pixel_sizes).pooler_output
+            vision = self.tokenocr.get_image_features(pixel_values, pixel_sizes, **{**kwargs, "return_dict": True})
+            image_embeds = vision.pooler_output
         input_ids = input_ids[None] if input_ids.dim() == 1 else input_ids
         valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         tile_image = tile_image_index(num_tiles, image_embeds.shape[0], input_ids.shape[0], image_embeds.device)
-        text_embeds = self.tokenocr.get_text_features(input_ids).pooler_output
+        text_embeds = self.tokenocr.get_text_features(input_ids, return_dict=True).pooler_output
         image_normed = nn.functional.normalize(image_embeds, dim=-1)
         text_normed = nn.functional.normalize(text_embeds, dim=-1).to(image_normed.dtype)
         similarity = torch.einsum("tld,tkd->tkl", image_normed, text_normed[tile_image])
@@ -828,7 +853,11 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         if token_masks is not None:
             losses = self._losses(similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
                                   map_sizes)
-        return TokenOCRAlignmentOutput(**losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds)
+        return TokenOCRAlignmentOutput(
+            **losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds,
+            hidden_states=vision.hidden_states if vision is not None else None,
+            attentions=vision.attentions if vision is not None else None,
+        )
 
     def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
                 map_sizes=None) -> dict:

@@ -333,8 +333,9 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
 
     valid_kwargs = TokenOCRImageProcessorKwargs
     # Everything `preprocess` returns: the model's inputs (`pixel_values`, and `pixel_sizes` without tiling) and the
-    # per-image bookkeeping that post-processing needs.
+    # per-image bookkeeping that post-processing needs. An instance lists what its own `do_tiling` returns.
     model_input_names = ["pixel_values", "pixel_sizes", "grid_cols_rows", "num_tiles", "image_sizes", "map_sizes"]
+    _WHOLE_IMAGE_ONLY = ("pixel_sizes", "map_sizes")
     size = {"height": 448, "width": 448}
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
@@ -361,6 +362,8 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         check_tiles(self.min_tiles, self.max_tiles)
         check_max_side(self.max_side)
         self.mask_threshold = check_threshold(self.mask_threshold)
+        if self.do_tiling:
+            self.model_input_names = [name for name in type(self).model_input_names if name not in self._WHOLE_IMAGE_ONLY]
 
     # The GOT-OCR2 base class's own tiling settings: tiling here is governed by `min_tiles` / `max_tiles` only, so they
     # are not written to `preprocessor_config.json`, where editing them would change nothing.
@@ -368,7 +371,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
 
     def to_dict(self) -> dict:
         data = super().to_dict()
-        for key in self._BASE_SETTINGS_NOT_USED:
+        for key in (*self._BASE_SETTINGS_NOT_USED, "model_input_names"):
             data.pop(key, None)
         return data
 

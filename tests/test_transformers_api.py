@@ -5,11 +5,13 @@ checkpointing, dynamic-shape export and the processor's `model_input_names`.
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from tokenocr import TokenOCRImageProcessor, TokenOCRProcessor
@@ -130,6 +132,8 @@ def test_activation_checkpointing_gives_the_same_gradients(config):
         if checkpointing:
             model.activation_checkpointing_enable()
             assert model.is_activation_checkpointing
+            layers = [m for m in model.vision_tower.modules() if isinstance(m, GradientCheckpointingLayer)]
+            assert layers and all(layer.gradient_checkpointing for layer in layers)  # ViT layers / ResNet stages
         model(pixel_values=pixels, input_ids=IDS).similarity.sum().backward()
         first = next(p for name, p in model.vision_tower.named_parameters() if name.endswith("weight"))
         grads.append(first.grad.clone())
@@ -169,10 +173,13 @@ def test_model_input_names_list_every_returned_key(tokenizer, do_tiling):
     )
     image = Image.fromarray(np.full((40, 90, 3), 200, dtype=np.uint8))
     inputs = processor(images=[image, image], text=["a query", "another"], return_tensors="pt")
-    assert set(inputs) <= set(processor.model_input_names)
-    assert set(processor.image_processor(image)) <= set(processor.image_processor.model_input_names)
+    assert set(inputs) == set(processor.model_input_names)  # exactly what this processor returns
+    assert set(processor.image_processor(image)) == set(processor.image_processor.model_input_names)
     if not do_tiling:
         assert "pixel_sizes" in inputs and "pixel_sizes" in processor.model_input_names
+    saved = processor.image_processor.to_dict()
+    assert "model_input_names" not in saved and TokenOCRImageProcessor(**saved).model_input_names == \
+        processor.image_processor.model_input_names
 
 
 def test_with_the_package_a_converted_folder_loads_the_installed_classes(converted, tmp_path):
@@ -202,3 +209,32 @@ def test_with_the_package_a_converted_folder_loads_the_installed_classes(convert
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["custom_pipelines"]["token-similarity"]["impl"] == "pipeline_tokenocr.TokenSimilarityPipeline"
     assert not any(key.startswith("_") for key in saved)
+
+
+@pytest.mark.parametrize("config", [vit_config, resnet_config], ids=["vit", "resnet"])
+def test_a_config_with_return_dict_false_gives_tuples_and_still_works_inside(config):
+    settings = config()
+    settings.return_dict = False
+    model = tiny(settings)
+    pixels = TILES if config is vit_config else IMAGES
+    with torch.no_grad():
+        as_tuple = model(pixel_values=pixels, input_ids=IDS)
+        as_object = model(pixel_values=pixels, input_ids=IDS, return_dict=True)
+        fused = model.get_similarity(pixels, IDS)
+    assert isinstance(as_tuple, tuple) and isinstance(model.get_image_features(pixels), tuple)
+    torch.testing.assert_close(as_tuple[0], as_object.similarity)
+    torch.testing.assert_close(fused, as_object.similarity, atol=1e-5, rtol=0)
+
+
+def test_the_training_head_restores_its_temperature_and_reports_hidden_states(tmp_path):
+    from tokenocr.modeling import TokenOCRForTokenAlignment
+
+    head = TokenOCRForTokenAlignment(vit_config(), seg_logit_scale=4.0, seg_logit_bias=-1.5)
+    head.save_pretrained(tmp_path)
+    loaded = TokenOCRForTokenAlignment.from_pretrained(tmp_path)  # the buffers are not saved: initialised again
+    assert loaded.seg_logit_scale_log.item() == pytest.approx(math.log(10.0))
+    assert loaded.seg_logit_bias.item() == pytest.approx(-5.0)
+    # Two images of one tile each need no num_tiles; the tower's hidden states come back as the model's do.
+    output = loaded(pixel_values=TILES, input_ids=IDS[:, :2], output_hidden_states=True)
+    assert output.similarity.shape == (2, 2, 64)
+    assert len(output.hidden_states) == loaded.config.num_vision_layers_used + 1
