@@ -13,7 +13,8 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.internvl.modeling_internvl import InternVLVisionAttention, InternVLVisionLayer
-from transformers.utils import ModelOutput, auto_docstring
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
@@ -257,7 +258,8 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
     @can_return_tuple
     @auto_docstring
     def get_image_features(
-        self, pixel_values: torch.FloatTensor, pixel_sizes: torch.LongTensor | None = None, **kwargs
+        self, pixel_values: torch.FloatTensor, pixel_sizes: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, height, width)`):
@@ -307,7 +309,8 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
     @can_return_tuple
     @auto_docstring
     def get_text_features(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)` or `(sequence_length,)`):
@@ -461,7 +464,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         attention_mask: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
         pixel_sizes: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TokenOCROutput | tuple:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, height, width)`):
