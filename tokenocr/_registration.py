@@ -61,7 +61,9 @@ class _NotifyingLoader(importlib.abc.Loader):
         self._loader = loader
         self._is_tokenocr = is_tokenocr
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only for what this class does not define itself
+        if name.startswith("__") or name in ("_loader", "_is_tokenocr"):
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
     def create_module(self, spec):
