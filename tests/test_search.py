@@ -157,6 +157,14 @@ def test_globs_never_descend_links_to_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert list_sources(["**/*.png"]) == ["a/b/y.png", "a/x.png"]
     assert list_sources(["a/**"]) == ["a/b/y.png", "a/x.png"]
+    # As glob.glob otherwise: hidden names only when the pattern names them, `**` inside a name is `*`, the
+    # pattern's fixed part spelled as given (so earlier outputs' names still match on --resume).
+    (tmp_path / "a" / ".hidden.png").write_bytes(b"")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "z.png").write_bytes(b"")
+    assert list_sources(["a/*.png"]) == ["a/x.png"] and list_sources(["a/.*.png"]) == ["a/.hidden.png"]
+    assert list_sources(["./a/*.png"]) == ["./a/x.png"] and list_sources(["a/**.png"]) == ["a/x.png"]
+    assert "z.png" not in " ".join(list_sources(["**/*.png"]))
     assert list_sources([str(tmp_path / "a" / "**" / "*.png")]) == [
         str(tmp_path / "a" / "b" / "y.png"), str(tmp_path / "a" / "x.png")]
 
@@ -212,7 +220,8 @@ def test_an_interrupted_search_keeps_its_finished_pages_and_says_so(tmp_path, pa
     monkeypatch.setattr(search_command, "page_lines", interrupt_after_some_pages)
     assert search(tmp_path, pages) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "tokenocr: error: interrupted; the lines of the pages finished so far stay in --out (continue with --resume)")
+        "tokenocr: error: interrupted; the lines of the pages finished so far stay in --out (continue with --resume)"
+        if pages_done else "tokenocr: error: interrupted; nothing was written")
     out = tmp_path / "results.jsonl"
     if pages_done:
         assert len(read(out)) == pages_done * len(QUERIES)
@@ -221,3 +230,12 @@ def test_an_interrupted_search_keeps_its_finished_pages_and_says_so(tmp_path, pa
     monkeypatch.setattr(search_command, "page_lines", written)
     assert search(tmp_path, pages, *(["--resume"] if pages_done else [])) == 0
     assert len(read(out)) == (len(CASE.images) + 2) * len(QUERIES)
+
+
+def test_a_search_whose_every_page_is_unreadable_ends_normally(tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "r.jsonl"
+    assert main(["search", "--model", str(SEG), "--images", str(tmp_path / "bad.png"), "--query", "x",
+                 "--out", str(out)]) == 0
+    assert "skipped 1 unreadable" in capsys.readouterr().err
+    assert out.read_bytes() == b""  # an output with no line, which --resume can continue

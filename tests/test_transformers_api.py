@@ -202,7 +202,7 @@ def test_with_the_package_a_converted_folder_loads_the_installed_classes(convert
         finder = pipeline("token-similarity", model=str(folder), **flag)
         assert type(finder) is TokenSimilarityPipeline and type(finder.model) is TokenOCRModel
         assert type(finder.processor) is TokenOCRProcessor
-    # Saving keeps the declaration, so a folder saved with the package still serves hub users.
+    # Saving keeps the declaration in config.json (the converter and `tokenocr train` add the remote code).
     config = AutoConfig.from_pretrained(folder)
     assert config.custom_pipelines == {}
     config.save_pretrained(tmp_path)
@@ -238,3 +238,13 @@ def test_the_training_head_restores_its_temperature_and_reports_hidden_states(tm
     output = loaded(pixel_values=TILES, input_ids=IDS[:, :2], output_hidden_states=True)
     assert output.similarity.shape == (2, 2, 64)
     assert len(output.hidden_states) == loaded.config.num_vision_layers_used + 1
+
+
+def test_a_resnet_model_built_from_a_bfloat16_folders_config_is_built_in_one_dtype(tmp_path):
+    from transformers import AutoConfig
+
+    tiny(resnet_config()).to(torch.bfloat16).save_pretrained(tmp_path)  # its vision_config now says bfloat16
+    fresh = TokenOCRModel(AutoConfig.from_pretrained(tmp_path))
+    assert {parameter.dtype for parameter in fresh.parameters()} == {torch.float32}
+    assert {p.dtype for p in TokenOCRModel.from_pretrained(tmp_path, dtype=torch.bfloat16).parameters()} == {
+        torch.bfloat16}

@@ -84,6 +84,8 @@ def _tile_count(text: str) -> int:
     if value > MAX_TILES_LIMIT:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_TILES_LIMIT} tiles, got {text!r}")
     return value
+
+
 def _values_checked(check, expected: str):
     """An argparse action for an `nargs` option whose values are checked together: `check(values)` or an error."""
 
@@ -347,7 +349,9 @@ _COMMANDS = {
 _NOTHING_WRITTEN = "interrupted; nothing was written"
 _INTERRUPTED = {
     "train": "interrupted; the checkpoints saved so far stay in --output (continue with --resume)",
-    "search": "interrupted; the lines of the pages finished so far stay in --out (continue with --resume)",
+    # Only once a line was written (a single process writes --out directly; several write part files first).
+    "search": lambda args: ("interrupted; the lines of the pages finished so far stay in --out (continue with --resume)"
+                            if getattr(args, "lines_written", False) else _NOTHING_WRITTEN),
 }
 
 
@@ -360,17 +364,22 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def run_command(program: str, command, args, interrupted: str = _NOTHING_WRITTEN) -> int:
-    """Run `command(args)`; report its outcome or any failure on one line. Returns the exit status."""
+def run_command(program: str, command, args, interrupted=_NOTHING_WRITTEN) -> int:
+    """Run `command(args)`; report its outcome or any failure on one line. Returns the exit status. `interrupted` is
+    what an interrupt leaves behind: a message, or a function of `args` that gives it."""
+
+    def left_behind() -> str:
+        return interrupted(args) if callable(interrupted) else interrupted
+
     try:
         with interrupt_on_termination():
             message = command(args)
     except KeyboardInterrupt:
-        print(f"{program}: error: {interrupted}", file=sys.stderr)
+        print(f"{program}: error: {left_behind()}", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - every failure is one line, whatever raised it
         if was_interrupted():  # a signal that a library reported as its own error
-            print(f"{program}: error: {interrupted}", file=sys.stderr)
+            print(f"{program}: error: {left_behind()}", file=sys.stderr)
             return 130
         print(f"{program}: error: {printable(_one_line(error))}", file=sys.stderr)
         return 1

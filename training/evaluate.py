@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..processing.image_processing_tokenocr import to_rgb_image
+from ..processing.image_processing_tokenocr import describe_image, to_rgb_image
 from ..processing.visualization_tokenocr import resize_map
 from .data import mask_array
 
@@ -200,7 +200,8 @@ def score_page(maps: np.ndarray, truths: list[np.ndarray], threshold: float) -> 
 def evaluate_page(model, processor, example: dict, query_ids: list[list[int]], threshold: float, max_tiles=None,
                   tiles_per_batch: int = 8, index: int = 0) -> tuple[dict, list[float]]:
     """One page: its segmentation statistics and the relevance of each query."""
-    image = to_rgb_image(example["image"], index)
+    name = describe_image(example["image"], position=f"page {index} of the dataset")
+    image = to_rgb_image(example["image"], name=name)
     mask = mask_array(example["mask"])
     by_id = {}
     for token in example["tokens"]:

@@ -156,8 +156,11 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         else:
             # A ResNet has no attention: whichever implementation was asked for (SDPA, eager) does not concern it, so
             # the tower is built as "eager", the only setting transformers accepts for it (as composite models build
-            # their towers: `AutoModel.from_config` on the sub-config).
-            self.vision_tower = AutoModel.from_config(config.vision_config, attn_implementation="eager")
+            # their towers: `AutoModel.from_config` on the sub-config), in the dtype the rest of the model is built in
+            # (not a `dtype` a saved `vision_config` may carry).
+            self.vision_tower = AutoModel.from_config(
+                config.vision_config, attn_implementation="eager", dtype=torch.get_default_dtype()
+            )
             stages = self.vision_tower.encoder.stages
             for index, stage in enumerate(stages):  # same layers, same weight names; checkpointable
                 stages[index] = TokenOCRResNetStage(stage.layers)

@@ -13,6 +13,7 @@ import glob
 import itertools
 import json
 import os
+import re
 import stat
 import sys
 from collections import deque
@@ -36,19 +37,28 @@ def _walk(folder: str) -> list[str]:
 
 def _glob(pattern: str) -> list[str]:
     """
-    The paths matching a glob `pattern`, where `**` matches any number of folders but, unlike `glob.glob`, never
-    descends a link to a folder (a link loop would otherwise list files endlessly). Uses pathlib's matching, which
-    expands `**` that way.
+    The paths matching a glob `pattern` as `glob.glob(pattern, recursive=True)` gives them (hidden files and folders
+    only where the pattern names them with a leading dot, a `**` inside a name works as `*`, the pattern's fixed
+    part spelled as written), except that `**` never descends a link to a folder: a link loop would otherwise list
+    files endlessly. pathlib's matching expands `**` that way.
     """
-    parts = Path(pattern).parts
+    parts = pattern.split(os.sep)
     fixed = next((index for index, part in enumerate(parts) if glob.has_magic(part)), len(parts))
-    root = Path(*parts[:fixed]) if fixed else Path(".")
-    rest = parts[fixed:]
-    if not rest:
+    if fixed == len(parts):
         return [pattern] if os.path.lexists(pattern) else []
+    prefix = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
+    rest = [part if part == "**" else re.sub(r"\*\*+", "*", part) for part in parts[fixed:] if part]
     if rest[-1] == "**":  # pathlib's trailing `**` lists folders only; glob's lists everything below
-        rest = (*rest, "*")
-    return sorted(str(path) for path in root.glob(str(Path(*rest))))
+        rest.append("*")
+    hidden_named = any(part.startswith(".") for part in rest)
+    root = Path(prefix or ".")
+    found = []
+    for path in root.glob("/".join(rest)):
+        relative = path.relative_to(root)
+        if not hidden_named and any(part.startswith(".") for part in relative.parts):
+            continue
+        found.append(os.path.join(prefix, str(relative)) if prefix else str(relative))
+    return sorted(found)
 
 
 def list_sources(specs: list[str]) -> list[str]:
@@ -117,8 +127,9 @@ def _is_output_line(line) -> bool:
             and isinstance(line.get("tokens"), list))
 
 
-def read_earlier_output(path: Path) -> tuple[dict, int]:
-    """`{(image, page): queries with a line}` of an earlier output, and the byte length of its complete lines."""
+def read_earlier_output(path: Path) -> tuple[dict, int, int]:
+    """`{(image, page): queries with a line}` of an earlier output, the byte length of its complete lines, and how
+    many bytes were read."""
     seen, complete_length = {}, 0
     foreign = OutputError(f"--out '{path}' is not an earlier output of tokenocr search; choose another file")
     with open(path, "rb") as file:
@@ -138,7 +149,8 @@ def read_earlier_output(path: Path) -> tuple[dict, int]:
             key, query = (line["image"], line["page"]), line["query"]
             seen.setdefault(key, set()).add(query)
             complete_length += len(raw)
-    return seen, complete_length
+        read_size = file.tell()  # what was read: a line appended after this makes the file 'changed'
+    return seen, complete_length, read_size
 
 
 def _encoded(line: dict) -> bytes:
@@ -269,8 +281,8 @@ def plan(args) -> dict:
         raise OutputError(f"--out '{args.out}' is also one of the --images inputs; choose another file")
     skipped = []
     entries = list_pages(sources, args.pages, skipped)
-    seen, length = read_earlier_output(out) if out.exists() else ({}, 0)
-    size = out.stat().st_size if out.exists() else None  # None: the file is ours to create
+    # size None: the file is ours to create
+    seen, length, size = read_earlier_output(out) if out.exists() else ({}, 0, None)
     todo = [entry for entry in entries if not set(args.query) <= seen.get(_key(entry), set())]
     return {"out": out, "todo": todo, "seen": seen, "length": length, "size": size, "pages": len(entries),
             "skipped": skipped}
@@ -291,38 +303,52 @@ def output_file(work: dict):
         file = open(out, "xb") if created else open(out, "r+b")
     except FileExistsError:
         raise busy from None
-    try:
-        with file:
-            yield from _prepared(file, work, busy)
-    finally:
-        if created and os.path.getsize(out) == 0:  # a run stopped before its first page leaves nothing in the way
-            out.unlink()
+    with file:
+        _lock(file, busy)
+        if not created and os.fstat(file.fileno()).st_size != work["size"]:
+            raise busy
+        file.truncate(work["length"])
+        file.seek(work["length"])
+        try:
+            yield file
+        except BaseException:
+            _remove_if_empty_and_ours(file, out) if created else None
+            raise
 
 
-def _prepared(file, work: dict, busy: OutputError):
-    """Lock `file`, check it is as `plan` read it, cut it back to its complete lines and yield it positioned there."""
+def _lock(file, busy: OutputError) -> None:
     try:
         import fcntl
 
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # no advisory locks here (Windows): the size check below still applies
+    except ImportError:  # no advisory locks here (Windows): the size check still applies
         pass
     except OSError:
         raise busy from None
-    if work["size"] is not None and os.fstat(file.fileno()).st_size != work["size"]:
-        raise busy
-    file.truncate(work["length"])
-    file.seek(work["length"])
-    yield file
+
+
+def _remove_if_empty_and_ours(file, out: Path) -> None:
+    """A run that created the output and failed before its first line leaves nothing in the way of a plain rerun;
+    decided while the file is still open and locked, and only if the path is still that file."""
+    try:
+        here, there = os.fstat(file.fileno()), os.stat(out)
+    except OSError:
+        return
+    if here.st_size == 0 and os.path.samestat(here, there):
+        out.unlink()
 
 
 def run(args, finder, state, work: dict) -> Path:
     """Score `work["todo"]` (from `plan`) with `finder`; `state` is accelerate's `PartialState`."""
     out = work["out"]
     if state.num_processes == 1:
+        def write(lines):
+            file.write(b"".join(lines))
+            file.flush()
+            args.lines_written = True  # an interrupt from now on leaves these lines in --out (the CLI says so)
+
         with output_file(work) as file:
-            score_pages(finder, work["todo"], args, work["seen"],
-                        lambda lines: (file.write(b"".join(lines)), file.flush()), work["skipped"])
+            score_pages(finder, work["todo"], args, work["seen"], write, work["skipped"])
     else:
         _run_distributed(out, work, finder, args, state)
     if state.is_main_process:
