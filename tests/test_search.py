@@ -239,3 +239,15 @@ def test_a_search_whose_every_page_is_unreadable_ends_normally(tmp_path, capsys)
                  "--out", str(out)]) == 0
     assert "skipped 1 unreadable" in capsys.readouterr().err
     assert out.read_bytes() == b""  # an output with no line, which --resume can continue
+
+
+def test_a_pdf_that_loses_pages_during_a_search_skips_only_the_missing_ones(tmp_path):
+    from tokenocr.commands import search as search_command
+
+    page = Image.open(CASE.image_path("doc_wide.png")).convert("RGB")
+    page.save(tmp_path / "short.pdf", format="PDF", save_all=True, append_images=[page] * 2, resolution=72)
+    # As if a 5-page PDF had been replaced by this 3-page one after its pages were counted.
+    outcomes = list(search_command._pdf_pages(str(tmp_path / "short.pdf"), [1, 2, 3, 4, 5], 72))
+    assert [number for number, _, _ in outcomes] == [1, 2, 3, 4, 5]
+    assert [image is not None for _, image, _ in outcomes] == [True, True, True, False, False]
+    assert all("has 3 pages" in str(error) for _, _, error in outcomes[3:])

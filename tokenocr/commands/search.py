@@ -194,8 +194,8 @@ def check_output(args) -> Path:
 
 def _pdf_pages(file: str, numbers: list[int], dpi: int):
     """`(number, image, error)` for the pages `numbers` of one PDF, opened once for all of them (not once per page:
-    that would read a long document once per page). After a page that fails, the document is opened again for the
-    rest."""
+    that would read a long document once per page). When that fails, the first page not yet given is tried alone,
+    so that it gets its own outcome (a page that renders, or its own error), and the rest continue together."""
     from ..processing.image_processing_tokenocr import load_pdf_pages
 
     remaining = list(numbers)
@@ -204,8 +204,12 @@ def _pdf_pages(file: str, numbers: list[int], dpi: int):
             for number, image in load_pdf_pages(file, ",".join(map(str, remaining)), dpi):
                 remaining.pop(0)
                 yield number, image, None
-        except (ValueError, OSError) as error:
-            yield remaining.pop(0), None, error
+        except (ValueError, OSError):
+            number = remaining.pop(0)
+            try:
+                yield number, next(image for _, image in load_pdf_pages(file, str(number), dpi)), None
+            except (ValueError, OSError) as error:
+                yield number, None, error
 
 
 def _decoded(todo: list[dict], dpi: int):
