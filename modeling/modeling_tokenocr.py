@@ -841,12 +841,8 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         """
         if input_ids is None:
             raise ValueError("TokenOCRForTokenAlignment.forward needs input_ids (the supervised tokens).")
-        vision = None
-        if image_embeds is None:
-            if pixel_values is None:
-                raise ValueError("TokenOCRForTokenAlignment.forward needs pixel_values or image_embeds.")
-            vision = self.tokenocr.get_image_features(pixel_values, pixel_sizes, **{**kwargs, "return_dict": True})
-            image_embeds = vision.pooler_output
+        vision = self._vision_features(pixel_values, image_embeds, pixel_sizes, kwargs)
+        image_embeds = vision.pooler_output if vision is not None else image_embeds
         input_ids = input_ids[None] if input_ids.dim() == 1 else input_ids
         valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         tile_image = tile_image_index(num_tiles, image_embeds.shape[0], input_ids.shape[0], image_embeds.device)
@@ -864,6 +860,14 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
             hidden_states=vision.hidden_states if vision is not None else None,
             attentions=vision.attentions if vision is not None else None,
         )
+
+    def _vision_features(self, pixel_values, image_embeds, pixel_sizes, kwargs):
+        """The tower's output for `pixel_values` (features, hidden states, attentions), or None for given features."""
+        if image_embeds is not None:
+            return None
+        if pixel_values is None:
+            raise ValueError("TokenOCRForTokenAlignment.forward needs pixel_values or image_embeds.")
+        return self.tokenocr.get_image_features(pixel_values, pixel_sizes, **{**kwargs, "return_dict": True})
 
     def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
                 map_sizes=None) -> dict:

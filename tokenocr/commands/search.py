@@ -316,7 +316,8 @@ def output_file(work: dict):
         try:
             yield file
         except BaseException:
-            _remove_if_empty_and_ours(file, out) if created else None
+            if created:
+                _remove_if_empty_and_ours(file, out)
             raise
 
 
