@@ -18,6 +18,7 @@ REMOTE_CODE_FILES = (
     "processing_tokenocr.py",
     "pipeline_tokenocr.py",
     "visualization_tokenocr.py",
+    "query_tokenocr.py",
 )
 
 _EXPORTS = {
@@ -26,6 +27,7 @@ _EXPORTS = {
     "TokenSimilarityPipeline": "pipeline_tokenocr",
     "mask_to_boxes": "visualization_tokenocr",
     "prepare_query": "processing_tokenocr",
+    "query_similarity": "query_tokenocr",
     "relevance_score": "pipeline_tokenocr",
     "stitch_tiles": "processing_tokenocr",
     "whole_image_map": "processing_tokenocr",

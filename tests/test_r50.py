@@ -218,8 +218,10 @@ def test_resnet_configs_defaults_and_checks():
     saved_before = {key: value for key, value in vit.to_dict().items() if key not in new_keys}
     restored = TokenOCRConfig.from_dict(saved_before)  # a config.json written before the R50 variant existed
     assert (restored.upsampler_output_size, restored.projector_layer_norm) == (vit.upsampler_output_size, True)
-    with pytest.raises(ValueError, match="4 stages"):
-        TokenOCRConfig(vision_config={"model_type": "resnet", "depths": [1, 1, 1], "hidden_sizes": [8, 16, 32]})
+    with pytest.raises(ValueError, match="2 to 4 stages"):
+        TokenOCRConfig(vision_config={"model_type": "resnet", "depths": [1], "hidden_sizes": [8]})
+    with pytest.raises(ValueError, match="2 to 4 stages"):
+        TokenOCRConfig(vision_config={"model_type": "resnet", "depths": [1] * 5, "hidden_sizes": [8] * 5})
     with pytest.raises(ValueError, match="vision_feature_layer"):
         TokenOCRConfig(vision_config={"model_type": "resnet"}, vision_feature_layer=2)
     with pytest.raises(ValueError, match="model_type must be one of"):
@@ -372,3 +374,25 @@ def test_single_file_layout_converts_to_the_same_weights(converted_parts, tmp_pa
             torch.testing.assert_close(single.get_tensor(name), split.get_tensor(name), atol=0, rtol=0, msg=name)
     assert json.loads((output / "config.json").read_text()) == json.loads((converted_parts / "config.json").read_text())
 
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4])
+def test_resnet_stride_follows_stages_and_the_processor_map_matches_the_model(stages):
+    """A ResNet tower of 2-4 stages has stride 8-32; an image processor with that feature_stride reports exactly the
+    map the model computes, for sizes that are not multiples of the stride."""
+    from tokenocr.processing import TokenOCRImageProcessor
+
+    config = TokenOCRConfig(
+        vision_config={"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 12, 16, 20][:stages],
+                       "depths": [1] * stages, "layer_type": "basic"},
+        hidden_size=12, vocab_size=20, upsampler_hidden_size=6)
+    assert config.resnet_stride == {2: 8, 3: 16, 4: 32}[stages]
+    model = TokenOCRModel(config).eval()
+    processor = TokenOCRImageProcessor(do_tiling=False, feature_stride=config.resnet_stride)
+    images = [Image.new("RGB", (37, 70), "white"), Image.new("RGB", (101, 45), "white")]
+    inputs = processor(images, return_tensors="pt")
+    with torch.no_grad():
+        embeds = model.get_image_features(inputs["pixel_values"], pixel_sizes=inputs["pixel_sizes"]).pooler_output
+    assert embeds.shape[1] == max(int(h) * int(w) for h, w in inputs["map_sizes"])
+    for (height, width), (map_h, map_w) in zip(inputs["pixel_sizes"].tolist(), inputs["map_sizes"].tolist()):
+        assert (map_h, map_w) == (4 * -(-height // config.resnet_stride), 4 * -(-width // config.resnet_stride))

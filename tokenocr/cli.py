@@ -7,6 +7,7 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
     tokenocr demo [--model M ...] [--port P]      (the Gradio demo in demo/)
     tokenocr train --model M --data DATASET --output DIR [--policy original|vision|all] [--resume] ...
     tokenocr evaluate --model M --data DATASET [--threshold T] [--k K] [--json FILE]
+    tokenocr make-data PDF [PDF ...] --model M --output DIR [--pages RANGES] [--dpi N] [--augment scan|photo] [--resume]
     tokenocr convert ...            (the same as tokenocr-convert)
     tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] [--tokenizer ...] ...
 
@@ -77,6 +78,13 @@ def _at_least(convert, minimum, what: str):
 
 
 _positive_int = _at_least(int, 1, "a positive integer")
+
+
+def _dpi(text: str) -> int:
+    value = _positive_int(text)
+    if not 18 <= value <= 1200:
+        raise argparse.ArgumentTypeError(f"expected a resolution between 18 and 1200 dpi, got {text!r}")
+    return value
 
 
 def _tile_count(text: str) -> int:
@@ -219,6 +227,23 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help=TRUST_REMOTE_CODE_HELP)
 
 
+def add_make_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pdfs", nargs="+", metavar="PDF", help="PDF files, or folders (their PDFs, recursively)")
+    parser.add_argument("--model", required=True, metavar="DIR_OR_REPO",
+                        help="the model whose tokenizer the tokens come from (converted, trained or original folder, or "
+                        "hub repo id)")
+    parser.add_argument("--output", required=True, metavar="DIR", help="dataset folder to create")
+    parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES",
+                        help="pages of each PDF, e.g. 1-3,7 (default: all)")
+    parser.add_argument("--dpi", type=_dpi, default=DEFAULT_PDF_DPI,
+                        help=f"rendering resolution (default: {DEFAULT_PDF_DPI})")
+    parser.add_argument("--augment", choices=("none", "scan", "photo"), default="none",
+                        help="make pages look scanned or photographed, masks moved alike (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations (default: 0)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run for --output")
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+
+
 def _installed_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -270,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure a TokenOCR model on a token-mask dataset (needs the train extra).",
     )
     add_evaluate_arguments(evaluate)
+    make_data = commands.add_parser(
+        "make-data", help="token masks from PDF text layers, as a token-mask dataset (train / evaluate read it)",
+        description="Render PDF pages, read each character's box from the text layer, tokenise the page text with the "
+        "model's tokenizer and write each token's mask (the union of its characters' boxes). Pages without a text "
+        "layer, encrypted or damaged files are skipped and counted.",
+    )
+    add_make_data_arguments(make_data)
     convert = commands.add_parser("convert", help="the same as tokenocr-convert",
                                   description="Convert an original TokenOCR checkpoint into a hub-ready folder.")
     add_convert_arguments(convert)
@@ -333,6 +365,12 @@ def _run_evaluate(args) -> str:
     return "evaluated" + (f"; figures in {args.json}" if args.json else "")
 
 
+def _run_make_data(args) -> str:
+    from .commands import make_data
+
+    return make_data.run(args)
+
+
 def _run_convert(args) -> str:
     from .conversion.convert import convert
 
@@ -343,12 +381,13 @@ def _run_convert(args) -> str:
 
 _COMMANDS = {
     "similarity": _run_similarity, "search": _run_search, "demo": _run_demo, "train": _run_train,
-    "evaluate": _run_evaluate, "convert": _run_convert,
+    "evaluate": _run_evaluate, "convert": _run_convert, "make-data": _run_make_data,
 }
 # What an interrupt leaves behind: nothing, except where a command says otherwise.
 _NOTHING_WRITTEN = "interrupted; nothing was written"
 _INTERRUPTED = {
     "train": "interrupted; the checkpoints saved so far stay in --output (continue with --resume)",
+    "make-data": "interrupted; the pages done so far are kept (continue with --resume)",
     # Only once a line was written (a single process writes --out directly; several write part files first).
     "search": lambda args: ("interrupted; the lines of the pages finished so far stay in --out (continue with --resume)"
                             if getattr(args, "lines_written", False) else _NOTHING_WRITTEN),

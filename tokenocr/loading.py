@@ -109,6 +109,21 @@ def load_model_and_processor(model: str, dtype: str | None = None, trust_remote_
     return _installed_model_and_processor(model, torch_dtype)
 
 
+def load_tokenizer(model: str, trust_remote_code: bool = False):
+    """
+    The fast tokenizer of `model`: a converted or trained folder's or hub repo's `tokenizer.json`, or an original
+    checkpoint's `tokenizer.model` converted as `tokenocr-convert` converts it. No weights are loaded.
+    """
+    folder = _check_reference(model)
+    if folder.is_dir() and is_original_folder(folder):
+        from .conversion.tokenizer import convert_tokenizer
+
+        return convert_tokenizer(folder)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
 def load_pipeline(model: str, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False,
                   batch_size: int | None = None):
     """

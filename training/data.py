@@ -29,12 +29,17 @@ Each line of `metadata.jsonl`::
   published). Evaluation skips whitespace-only tokens.
 - `text` (optional): the page's text, used by retrieval evaluation to decide which pages contain a query (without
   it, the concatenated token texts are used).
+- `words` (optional): the page's words, `[{"text": "Invoice", "box": [left, top, right, bottom]}, ...]` in pixels
+  (`tokenocr make-data` writes them for pages without augmentation); evaluation's word figures (word pointing, the
+  query boxes' IoU, page retrieval for words) are measured on them.
 
 [`load_token_mask_dataset`] reads such a folder (or a dataset written by `datasets.Dataset.save_to_disk` with the
-same columns) as a `datasets.Dataset` with columns `image` and `mask` (decoded to PIL images), `tokens` and `text`.
+same columns) as a `datasets.Dataset` with columns `image` and `mask` (decoded to PIL images), `tokens`, `text` and
+`words`.
 """
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -74,7 +79,15 @@ def _check_record(record, line_number: int, folder: Path) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{where}: {key} file '{path}' does not exist.")
         paths[key] = str(path)
-    return {**paths, "tokens": tokens, "text": str(record.get("text") or "")}
+    words = record.get("words") or []
+    if not isinstance(words, list) or not all(
+        isinstance(word, dict) and isinstance(word.get("text"), str) and isinstance(word.get("box"), list)
+        and len(word["box"]) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in word["box"])
+        for word in words
+    ):
+        raise ValueError(f"{where}: 'words' must be a list of {{\"text\": str, \"box\": [left, top, right, bottom]}}.")
+    words = [{"text": word["text"], "box": [float(v) for v in word["box"]]} for word in words]
+    return {**paths, "tokens": tokens, "text": str(record.get("text") or ""), "words": words}
 
 
 def read_metadata(folder: str | os.PathLike) -> list[dict]:
@@ -110,6 +123,7 @@ def dataset_features():
             "mask": datasets.Image(),
             "tokens": datasets.List(token),
             "text": datasets.Value("string"),
+            "words": datasets.List({"text": datasets.Value("string"), "box": datasets.List(datasets.Value("float32"))}),
         }
     )
 

@@ -18,9 +18,13 @@ occurrences on the page.
   Both come from histograms of map values in `HISTOGRAM_BINS` equal bins over [-1, 1].
 - **Retrieval precision@k**: queries are words of the pages (letters only, at least 3); a page contains a query when
   the word is among its words (the page's `text`, or its joined token texts). Each query is tokenised with the query
-  rule, pages are ranked by relevance (the mean over the query's tokens of each token's best similarity on the
-  page, the pipeline's `relevance_score`), and precision@k is the share of the k best pages that contain the
-  query. Only words found on at least k pages and missing from at least one are used.
+  rule, pages are ranked by relevance (the best value of the query's own map, the pipeline's `relevance_score`),
+  and precision@k is the share of the k best pages that contain the query. Only words found on at least k pages
+  and missing from at least one are used. **Rare-word P@1** does the same for words found on one or two pages.
+- **Word figures** (pages with `words`, as `tokenocr make-data` writes them): up to `WORDS_PER_PAGE` words of each
+  page (at least 3 characters, holding a letter or digit) are queried on it. **Word pointing** is the share whose
+  query map (`query_tokenocr.query_similarity`) peaks inside an occurrence of the word; **query box IoU** is the mean,
+  over the queries, of the IoU of the query's best box with the nearest occurrence of the word (0 without a box).
 """
 
 import math
@@ -32,8 +36,12 @@ import numpy as np
 import torch
 
 from ..processing.image_processing_tokenocr import describe_image, to_rgb_image
+from ..processing.query_tokenocr import query_boxes, query_similarity
 from ..processing.visualization_tokenocr import resize_map
 from .data import mask_array
+
+
+WORDS_PER_PAGE = 8
 
 
 def pointing_hit(token_map: np.ndarray, truth: np.ndarray) -> bool:
@@ -110,6 +118,11 @@ class EvaluationResult:
     map_auc: float = float("nan")
     best_mean_iou: float = float("nan")
     best_threshold: float = float("nan")
+    word_queries: int = 0
+    word_pointing: float = float("nan")
+    query_box_iou: float = float("nan")
+    rare_word_queries: int = 0
+    rare_word_precision_at_1: float = float("nan")
 
     def to_dict(self) -> dict:
         """The figures as a JSON-ready dict: undefined figures (NaN) are `None` (JSON `null`)."""
@@ -137,6 +150,10 @@ class EvaluationResult:
                 f"map AUC             {self.map_auc:.4f}",
                 f"best mean mask IoU  {self.best_mean_iou:.4f} (threshold {self.best_threshold:g})",
                 self.retrieval_line(),
+                *([f"words ({self.word_queries} queries)  word pointing {self.word_pointing:.4f}   "
+                   f"query box IoU {self.query_box_iou:.4f}"] if self.word_queries else []),
+                *([f"rare words ({self.rare_word_queries} queries, on 1-2 pages)  P@1 "
+                   f"{self.rare_word_precision_at_1:.4f}"] if self.rare_word_queries else []),
             ]
         )
 
@@ -147,13 +164,15 @@ def page_words(example: dict) -> set[str]:
     return set(re.findall(r"[A-Za-z]{3,}", text))
 
 
-def choose_queries(pages_words: list[set[str]], k: int, count: int, seed: int = 0) -> list[str]:
-    """Up to `count` words found on at least `k` pages and missing from at least one, chosen with `seed`."""
+def choose_queries(pages_words: list[set[str]], k: int, count: int, seed: int = 0, most: int | None = None) -> list[str]:
+    """Up to `count` words found on at least `k` pages (and at most `most`) and missing from at least one, chosen
+    with `seed`."""
     counts = {}
     for words in pages_words:
         for word in words:
             counts[word] = counts.get(word, 0) + 1
-    eligible = sorted(word for word, n in counts.items() if k <= n < len(pages_words))
+    most = len(pages_words) - 1 if most is None else min(most, len(pages_words) - 1)
+    eligible = sorted(word for word, n in counts.items() if k <= n <= most)
     return sorted(random.Random(seed).sample(eligible, min(count, len(eligible))))
 
 
@@ -197,9 +216,50 @@ def score_page(maps: np.ndarray, truths: list[np.ndarray], threshold: float) -> 
     return stats
 
 
+def page_word_queries(example: dict, count: int = WORDS_PER_PAGE, seed: int = 0) -> dict[str, list[list[float]]]:
+    """Up to `count` words of a page to query on it (at least 3 characters, holding a letter or digit), each with
+    the boxes of all its occurrences; chosen with `seed` and the page's text."""
+    occurrences = {}
+    for word in example.get("words") or []:
+        if len(word["text"]) >= 3 and any(char.isalnum() for char in word["text"]):
+            occurrences.setdefault(word["text"], []).append(list(word["box"]))
+    chosen = random.Random(f"{seed}:{example.get('text', '')[:200]}").sample(sorted(occurrences),
+                                                                            min(count, len(occurrences)))
+    return {word: occurrences[word] for word in sorted(chosen)}
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two `[left, top, right, bottom]` boxes."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def score_words(processor, maps: torch.Tensor, ids_at: dict, word_queries: dict, word_ids: dict, threshold: float,
+                image_size: tuple[int, int], whole: bool) -> dict:
+    """Word pointing hits and query box IoUs of one page's word queries (see the module docstring)."""
+    width, height = image_size
+    scale = processor.map_scale(maps.shape[-2:], (height, width), whole)
+    hits, ious = 0, []
+    for word, boxes in word_queries.items():
+        ids = word_ids[word]
+        texts = [processor.tokenizer.decode([i]) for i in ids]
+        token_maps = maps[[ids_at[i] for i in ids]]
+        query_map, pitch_map = query_similarity(token_maps, texts)
+        y, x = divmod(int(torch.argmax(query_map)), query_map.shape[1])
+        px, py = (x + 0.5) * scale[0], (y + 0.5) * scale[1]
+        hits += any(left <= px < right and top <= py < bottom for left, top, right, bottom in boxes)
+        found, _ = query_boxes(query_map, pitch_map, token_maps, texts, threshold, scale, (width, height), max_boxes=1)
+        ious.append(max(box_iou(found[0], box) for box in boxes) if found else 0.0)
+    return {"word_hits": hits, "word_ious": ious}
+
+
 def evaluate_page(model, processor, example: dict, query_ids: list[list[int]], threshold: float, max_tiles=None,
-                  tiles_per_batch: int = 8, index: int = 0) -> tuple[dict, list[float]]:
-    """One page: its segmentation statistics and the relevance of each query."""
+                  tiles_per_batch: int = 8, index: int = 0, seed: int = 0) -> tuple[dict, list[float]]:
+    """One page: its segmentation and word statistics and the relevance of each query."""
     name = describe_image(example["image"], position=f"page {index} of the dataset")
     image = to_rgb_image(example["image"], name=name)
     mask = mask_array(example["mask"])
@@ -208,15 +268,21 @@ def evaluate_page(model, processor, example: dict, query_ids: list[list[int]], t
         if token["text"].strip():
             by_id.setdefault(int(token["id"]), []).append(int(token["mask_index"]))
     page_ids = sorted(by_id)
-    query_set = sorted({i for ids in query_ids for i in ids} - set(page_ids))
-    all_ids = page_ids + query_set
+    word_queries = page_word_queries(example, seed=seed)
+    word_ids = {word: processor(text=word)["input_ids"] for word in word_queries}
+    extra = {i for ids in [*query_ids, *word_ids.values()] for i in ids} - set(page_ids)
+    all_ids = page_ids + sorted(extra)
     if not all_ids:
-        return score_page(np.zeros((0, 1, 1)), [], threshold), []
+        return {**score_page(np.zeros((0, 1, 1)), [], threshold), "word_hits": 0, "word_ious": []}, []
     maps = page_maps(model, processor, image, all_ids, max_tiles, tiles_per_batch)
-    best = dict(zip(all_ids, maps.flatten(1).max(dim=1).values.tolist()))
+    ids_at = {token_id: row for row, token_id in enumerate(all_ids)}
     truths = [np.isin(mask, by_id[i]) for i in page_ids]
     stats = score_page(resize_maps(maps[: len(page_ids)], image.height, image.width), truths, threshold)
-    relevance = [float(np.mean([best[i] for i in ids])) for ids in query_ids]
+    whole = not processor.image_processor.do_tiling
+    stats.update(score_words(processor, maps, ids_at, word_queries, word_ids, threshold, image.size, whole))
+    relevance = [float(query_similarity(maps[[ids_at[i] for i in ids]],
+                                        [processor.tokenizer.decode([i]) for i in ids])[0].max())
+                 for ids in query_ids]
     return stats, relevance
 
 
@@ -235,20 +301,34 @@ def evaluate_model(model, processor, dataset, threshold: float | None = None, k:
     threshold = processor.image_processor.mask_threshold if threshold is None else threshold
     model.eval()
     examples = [dataset[i] for i in range(len(dataset))] if not isinstance(dataset, list) else dataset
-    queries = choose_queries([page_words(example) for example in examples], k, num_queries, seed)
-    query_ids = [processor(text=query)["input_ids"] for query in queries]
-    totals = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0, "aucs": [], "iou_curves": []}
+    pages_words = [page_words(example) for example in examples]
+    queries = choose_queries(pages_words, k, num_queries, seed)
+    rare = choose_queries([{w for w in words if len(w) >= 4} for words in pages_words], 1, num_queries, seed, most=2)
+    query_ids = [processor(text=query)["input_ids"] for query in queries + rare]
+    totals = {"hits": 0, "ious": [], "intersection": 0, "predicted": 0, "truth": 0, "aucs": [], "iou_curves": [],
+              "word_hits": 0, "word_ious": []}
     relevance = []
     pages = progress(range(len(examples))) if progress else range(len(examples))
     for index in pages:
         stats, scores = evaluate_page(model, processor, examples[index], query_ids, threshold, max_tiles,
-                                      tiles_per_batch, index)
-        for key in ("hits", "intersection", "predicted", "truth"):
+                                      tiles_per_batch, index, seed)
+        for key in ("hits", "intersection", "predicted", "truth", "word_hits"):
             totals[key] += stats[key]
-        for key in ("ious", "aucs", "iou_curves"):
+        for key in ("ious", "aucs", "iou_curves", "word_ious"):
             totals[key].extend(stats[key])
         relevance.append(scores)
-    return summarize(totals, relevance, queries, examples, threshold, k)
+    result = summarize(totals, [scores[: len(queries)] for scores in relevance], queries, examples, threshold, k)
+    if totals["word_ious"]:
+        result.word_queries = len(totals["word_ious"])
+        result.word_pointing = totals["word_hits"] / result.word_queries
+        result.query_box_iou = float(np.mean(totals["word_ious"]))
+    if rare:
+        scores = np.asarray([scores[len(queries):] for scores in relevance])
+        result.rare_word_queries = len(rare)
+        result.rare_word_precision_at_1 = float(np.mean([
+            precision_at_k(scores[:, column], [query in words for words in pages_words], 1)
+            for column, query in enumerate(rare)]))
+    return result
 
 
 def summarize(totals, relevance, queries, examples, threshold, k) -> EvaluationResult:
@@ -282,7 +362,8 @@ def summarize(totals, relevance, queries, examples, threshold, k) -> EvaluationR
 TABLE_FIGURES = (
     ("pointing accuracy", "pointing_accuracy"), ("mean mask IoU", "mean_iou"), ("F1", "f1"),
     ("map AUC", "map_auc"), ("best mean mask IoU", "best_mean_iou"), ("its threshold", "best_threshold"),
-    ("retrieval P@1", "precision_at_1"),
+    ("retrieval P@1", "precision_at_1"), ("word pointing", "word_pointing"), ("query box IoU", "query_box_iou"),
+    ("rare-word P@1", "rare_word_precision_at_1"),
 )
 
 
