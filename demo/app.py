@@ -5,8 +5,9 @@ TokenOCR demo: where is each token of a text query written on a document page?
     tokenocr demo [--model MODEL ...] [--port PORT]
 
 Upload an image (or paste one, or take a webcam picture) or a PDF and pick a page, type the text to find and press
-Run: one heatmap per query token (captioned with the token and its best cosine similarity), the text mask and its
-boxes, the query's relevance, a table of tokens, scores and boxes, and the summary as JSON.
+Run: the query's own map with its boxes (where the whole query stands), one heatmap per query token (captioned with
+the token and its best cosine similarity), the query's boxes, the text mask and the token boxes, the query's
+relevance, a table of tokens, scores and boxes, and the summary as JSON.
 
 MODEL is a converted TokenOCR folder, a hub repo id, or an original checkpoint folder; `--model` may be repeated
 (or `TOKENOCR_DEMO_MODEL` may list several, separated by commas) to offer a choice. Without either, the demo loads
@@ -43,8 +44,8 @@ from pathlib import Path
 DEMO_DIR = Path(__file__).resolve().parent
 REPO_ROOT = DEMO_DIR.parent
 # The model loaded when none is given, relative to the repository root (or absolute, or a hub repo id): the small
-# demonstration model trained on synthetic pages (training/recipe.py), which runs offline in seconds.
-DEFAULT_MODEL = "models/tokenocr-tiny-synthetic"
+# document model trained on real PDF pages (training/recipe_documents.py), which runs offline in seconds.
+DEFAULT_MODEL = "models/tokenocr-tiny-documents"
 # Checkpoints in here have random weights; the interface says so when one is chosen.
 UNTRAINED_DIR = REPO_ROOT / "tests" / "fixtures"
 # Loaded when DEFAULT_MODEL is not there, as on a Space (keep in step with the `models:` of README.md).
@@ -128,9 +129,11 @@ class Helpers:
     mask_to_boxes: object
     resize_map: object
     token_visuals: object
+    query_visuals: object
 
 
-HELPER_NAMES = ("overlay_heatmap", "heatmap_strip", "format_caption", "mask_to_boxes", "resize_map", "token_visuals")
+HELPER_NAMES = ("overlay_heatmap", "heatmap_strip", "format_caption", "mask_to_boxes", "resize_map", "token_visuals",
+                "query_visuals")
 
 
 def code_helpers(processor) -> Helpers:
@@ -490,8 +493,9 @@ def token_results(loaded: LoadedModel, page, tokens, token_ids, maps, threshold:
     return results
 
 
-def annotated_view(page, results: list[dict], threshold: float, captions: list[str]):
-    """`(display page, annotations)` for an annotated image: the text mask (all tokens) and each token's boxes."""
+def annotated_view(page, results: list[dict], threshold: float, captions: list[str], query_boxes=()):
+    """`(display page, annotations)` for an annotated image: the query's boxes first, then the text mask (all
+    tokens) and each token's boxes."""
     import numpy as np
     from PIL import Image
 
@@ -500,7 +504,8 @@ def annotated_view(page, results: list[dict], threshold: float, captions: list[s
     for result in results:
         union |= result["mask"]
     union_small = union.astype(np.float32) * 0.5
-    annotations = [(union_small, f"text mask (similarity > {threshold:g})")]
+    annotations = [(_boxes_mask(query_boxes, page.size, size), "boxes of the query")] if query_boxes else []
+    annotations.append((union_small, f"text mask (similarity > {threshold:g})"))
     for result, caption in zip(results, captions):
         if result["boxes"]:
             annotations.append((_boxes_mask(result["boxes"], page.size, size), f"boxes of {caption.split('  ')[0]}"))
@@ -512,12 +517,13 @@ def _boxes_text(boxes: list, limit: int = 4) -> str:
     return shown if len(boxes) <= limit else f"{shown[:-1]}, ...] ({len(boxes)} boxes)"
 
 
-def summary_json(spec, request: PageRequest, page, query, threshold, relevance, results) -> dict:
+def summary_json(spec, request: PageRequest, page, query, threshold, relevance, results, found=None) -> dict:
     return {
         "model": spec,
         "page": {"source": request.kind, "file": Path(request.path).name, "page_number": request.page_number,
                  "size": [page.width, page.height]},
         "query": query, "threshold": threshold, "relevance": relevance,
+        "boxes": found["boxes"] if found else [], "box_scores": found["box_scores"] if found else [],
         "tokens": [{k: r[k] for k in ("token", "token_id", "score", "boxes")} for r in results],
     }
 
@@ -578,7 +584,13 @@ class DemoApp:
         start = time.perf_counter()
         tokens, token_ids, maps = score_query(loaded, entry, query)
         results = token_results(loaded, entry.page, tokens, token_ids, maps, threshold)
-        relevance = float(sum(r["score"] for r in results) / len(results))
+        page_hw = (entry.page.height, entry.page.width)
+        scale = loaded.processor.map_scale(maps.shape[-2:], page_hw, entry.map_size is not None)
+        found = loaded.processor.query_result(query, results, maps, scale, entry.page.size, threshold)
+        relevance = found["score"]
+        display = _display_size(entry.page.width, entry.page.height)
+        _, picture = loaded.helpers.query_visuals(found["similarity"], scale, entry.page.size, threshold,
+                                                  entry.page.resize(display), found["boxes"], found["box_scores"])
         captions = [loaded.helpers.format_caption(r["token"], r["score"]) for r in results]
         strip = loaded.helpers.heatmap_strip(
             [r["heatmap"] for r in results], captions, panel_width=STRIP_PANEL_WIDTH, columns=min(4, len(results)),
@@ -587,7 +599,7 @@ class DemoApp:
         scoring_seconds = time.perf_counter() - start
         self._runs += 1
         summary = self.output_dir / f"tokenocr-summary-{self._runs:04d}.json"
-        data = summary_json(spec, request, entry.page, query, threshold, relevance, results)
+        data = summary_json(spec, request, entry.page, query, threshold, relevance, results, found)
         summary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         vision = "reused from the cache" if vision_seconds is None else f"{vision_seconds:.1f} s"
         cols, rows = entry.grid
@@ -596,8 +608,8 @@ class DemoApp:
                   f"vision pass {vision} · scoring {scoring_seconds:.2f} s")
         table = [[i + 1, caption.rsplit("  ", 1)[0], r["token_id"], round(r["score"], 4), _boxes_text(r["boxes"])]
                  for i, (r, caption) in enumerate(zip(results, captions))]
-        gallery = [(r["heatmap"], caption) for r, caption in zip(results, captions)]
-        annotated = annotated_view(entry.page, results, threshold, captions)
+        gallery = [(picture, f"the query  {relevance:.3f}")] + [(r["heatmap"], c) for r, c in zip(results, captions)]
+        annotated = annotated_view(entry.page, results, threshold, captions, found["boxes"])
         return gallery, strip, annotated, relevance, table, str(summary), status
 
     def close(self) -> None:
@@ -620,7 +632,9 @@ def model_threshold(spec: str) -> float:
 def _examples(threshold: float = DEFAULT_THRESHOLD) -> list[list]:
     """Example inputs: [image, pdf, page, query, threshold] (filled in on click; the model runs only on Run)."""
     examples = []
-    if (EXAMPLES_DIR / "synthetic_page.png").is_file():  # what the demonstration model was trained for
+    if (EXAMPLES_DIR / "document_page.png").is_file():  # a Letter page at 150 dpi: what the document model reads
+        examples.append([str(EXAMPLES_DIR / "document_page.png"), None, 1, "February", threshold])
+    if (EXAMPLES_DIR / "synthetic_page.png").is_file():  # what the synthetic model was trained for
         examples.append([str(EXAMPLES_DIR / "synthetic_page.png"), None, 1, "2024", threshold])
     if (EXAMPLES_DIR / "receipt.png").is_file():
         examples.append([str(EXAMPLES_DIR / "receipt.png"), None, 1, "TOTAL", threshold])
@@ -675,7 +689,7 @@ def _output_column(gr) -> dict:
     outputs["gallery"] = gr.Gallery(label="Heatmap per token", columns=3, height="auto", object_fit="contain",
                                    elem_id="heatmaps")
     with gr.Row():
-        outputs["relevance"] = gr.Number(label="Relevance (mean of the token scores)", precision=4, elem_id="relevance")
+        outputs["relevance"] = gr.Number(label="Relevance (the query's score)", precision=4, elem_id="relevance")
         outputs["summary"] = gr.File(label="Summary (JSON)", elem_id="summary")
     outputs["annotated"] = gr.AnnotatedImage(label="Text mask and boxes", height=480, elem_id="annotated")
     outputs["table"] = gr.Dataframe(headers=["#", "token", "id", "score", "boxes [left, top, right, bottom]"],

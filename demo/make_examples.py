@@ -5,10 +5,13 @@ Draw the synthetic pages the demo and the model card show (run once; the outputs
 
 Writes `hub_cards/sample_page.png` (the model card's example page: a one-tile invoice), and the demo's examples
 `demo/examples/receipt.png` (a two-tile receipt), `demo/examples/notice.pdf` (two pages) and
-`demo/examples/synthetic_page.png` (the demonstration model's sample page, `tokenocr.training.recipe`). The text is drawn
+`demo/examples/synthetic_page.png` (the demonstration model's sample page, `tokenocr.training.recipe`), and
+`demo/examples/document_page.png`, the document model's sample page, from `document_page.html` (needs Chromium),
+with `document_page.words.json`, its words and their boxes from the PDF's text layer. The text is drawn
 with Pillow's default font, dark on light paper, large enough to read once the page is scaled down in a strip.
 """
 
+import json
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -101,6 +104,39 @@ def main() -> None:
     page = ROOT / "demo" / "examples" / "synthetic_page.png"
     render_sample_page().save(page)
     print(f"wrote {page.relative_to(ROOT)} ({page.stat().st_size // 1024} KiB)")
+    render_document_page()
+    print("wrote demo/examples/document_page.png")
+
+
+def render_document_page(dpi: int = 150) -> None:
+    """`demo/examples/document_page.png` (the document model's sample page) from `document_page.html`: HTML to PDF by
+    headless Chromium (Debian: apt-get install chromium), the PDF's page to PNG by pypdfium2 at `dpi`."""
+    import subprocess
+    import tempfile
+
+    import pypdfium2
+
+    source = ROOT / "demo" / "examples" / "document_page.html"
+    with tempfile.TemporaryDirectory() as folder:
+        pdf = Path(folder) / "document_page.pdf"
+        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        "--no-pdf-header-footer", f"--print-to-pdf={pdf}", source.as_uri()],
+                       check=True, capture_output=True, timeout=120)
+        document = pypdfium2.PdfDocument(str(pdf))
+        page = document[0]
+        image = page.render(scale=dpi / 72).to_pil().convert("RGB")
+        image.save(source.with_suffix(".png"), optimize=True)
+        # Its words and their boxes from the text layer: the ground truth the tests check the README's command on.
+        from tokenocr.training.pdf_data import page_words, read_page_text
+
+        textpage = page.get_textpage()
+        words = page_words(read_page_text(page, textpage, image.size))
+        textpage.close()
+        page.close()
+        document.close()
+    (source.parent / "document_page.words.json").write_text(
+        "[\n" + ",\n".join(json.dumps(word) for word in words) + "\n]\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

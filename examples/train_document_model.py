@@ -59,6 +59,8 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, help="where the finished model goes (new); omit to only train")
     parser.add_argument("--steps", type=int, default=6000, help="optimizer steps of the schedule")
     parser.add_argument("--minutes", type=float, default=None, help="stop this run after this much training")
+    parser.add_argument("--compare", type=Path, default=Path("models/tokenocr-tiny-synthetic"),
+                        help="the model measured beside it (default: the synthetic demonstration model)")
     args = parser.parse_args(argv)
     if args.output is not None and args.output.exists():
         raise SystemExit(f"error: --output '{args.output}' already exists")
@@ -81,7 +83,6 @@ def main(argv=None):
         processor = recipe.document_processor(recipe.document_tokenizer())
         processor.save_pretrained(args.work / "processor")
     pages = prepare_pages(args.pdfs, args.work, "train-pages", processor.tokenizer, recipe.rendition)
-    prepare_pages(args.heldout, args.work, "heldout-pages", processor.tokenizer, lambda pdf: (150, "none"))
     windows = args.work / "train-windows"
     if not windows.is_dir():
         shutil.rmtree(args.work / "train-windows.partial", ignore_errors=True)
@@ -119,6 +120,62 @@ def main(argv=None):
     record.write_text(json.dumps({"runs": runs + [round(minutes, 2)]}) + "\n")
     print(f"trained {trainer.state.global_step} steps; {minutes:.1f} min in this run, {sum(runs) + minutes:.1f} in all",
           flush=True)
+    if args.output is not None and trainer.state.global_step >= args.steps:
+        finish(args, trainer, processor, pages, round(sum(runs) + minutes, 1))
+
+
+def evaluate(model, processor, dataset, threshold):
+    from huggingface_hub.utils import tqdm
+
+    from tokenocr.training.evaluate import evaluate_model
+
+    return evaluate_model(model, processor, dataset, threshold=threshold, k=3, num_queries=50,
+                          progress=lambda pages: tqdm(pages, desc="Evaluating", unit="page")).to_dict()
+
+
+def finish(args, trainer, processor, pages: Path, minutes: float) -> None:
+    """Choose the threshold on training-document pages, measure on the held-out documents and synthetic pages
+    (beside the synthetic demonstration model), and write the model folder with its card."""
+    from transformers import AutoTokenizer
+
+    from tokenocr.loading import load_model_and_processor
+    from tokenocr.outputs import building_folder, move_into_place
+    from tokenocr.training import recipe, recipe_documents
+    from tokenocr.training.data import load_token_mask_dataset
+    from tokenocr.training.evaluate import calibrate_threshold
+    from tokenocr.training.train import save_trained_model, training_facts
+
+    core = trainer.accelerator.unwrap_model(trainer.model).tokenocr.eval().float()
+    validation = load_token_mask_dataset(pages)
+    validation = validation.select([i for i in range(len(validation)) if validation[i]["words"]][:40])
+    threshold = calibrate_threshold(core, processor, validation)
+    print(f"threshold chosen on {len(validation)} training-document pages: {threshold}", flush=True)
+    heldout = load_token_mask_dataset(prepare_pages(args.heldout, args.work, "heldout-words", processor.tokenizer,
+                                                    lambda pdf: (150, "none")))
+    old_model, old_processor = load_model_and_processor(str(args.compare), "float32")
+    old_heldout = load_token_mask_dataset(prepare_pages(args.heldout, args.work, "heldout-words-old",
+                                                        old_processor.tokenizer, lambda pdf: (150, "none")))
+    synthetic = {}
+    for name, tokenizer in (("new", processor.tokenizer), ("old", old_processor.tokenizer)):
+        folder = args.work / f"synthetic-heldout-{name}"
+        if not folder.is_dir():
+            recipe.generate_demo_data(folder, tokenizer, "heldout", num_pages=60)
+        synthetic[name] = load_token_mask_dataset(folder)
+    figures = {
+        "steps": trainer.state.global_step, "training_minutes": minutes, "threshold": threshold,
+        "train_windows": len(trainer.train_dataset), "heldout_pages": len(heldout),
+        "document model, held-out documents": evaluate(core, processor, heldout, threshold),
+        "document model, synthetic held-out": evaluate(core, processor, synthetic["new"], threshold),
+        "synthetic model, held-out documents": evaluate(old_model, old_processor, old_heldout, None),
+        "synthetic model, synthetic held-out": evaluate(old_model, old_processor, synthetic["old"], None),
+    }
+    (args.work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    facts, evaluation = recipe_documents.card_text(figures, training_facts(trainer, recipe_documents.POLICY))
+    with building_folder(args.output.absolute(), "train_document_model") as building:
+        save_trained_model(trainer, processor, building, threshold=threshold, evaluation=evaluation, facts=facts,
+                           title=recipe_documents.TITLE)
+        move_into_place(building, args.output.absolute())
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

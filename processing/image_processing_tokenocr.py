@@ -382,6 +382,23 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
             data.pop(key, None)
         return data
 
+    def check_model(self, config) -> None:
+        """
+        Raise a `ValueError` when this processor cannot feed the model of `config`: tiles for a ResNet tower, whole
+        images for an InternViT one, or a `feature_stride` other than the ResNet tower's (`config.resnet_stride`).
+        """
+        if getattr(config, "is_internvit", True):
+            if not self.do_tiling:
+                raise ValueError("The image processor gives whole images (do_tiling=False) but the model's InternViT "
+                                 "tower works on tiles; use do_tiling=True.")
+            return
+        if self.do_tiling:
+            raise ValueError("The image processor cuts tiles but the model's ResNet tower takes whole images; use "
+                             "do_tiling=False.")
+        if self.feature_stride != config.resnet_stride:
+            raise ValueError(f"The image processor's feature_stride is {self.feature_stride} but the model's ResNet "
+                             f"tower has stride {config.resnet_stride}; set feature_stride={config.resnet_stride}.")
+
     def get_grid(self, height: int, width: int, min_tiles: int | None = None, max_tiles: int | None = None):
         """The `(cols, rows)` tile grid chosen for an image of `height x width` pixels."""
         return get_optimal_tiled_canvas(

@@ -97,6 +97,7 @@ class TokenSimilarityPipeline(ChunkPipeline):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
         super().__init__(*args, **kwargs)
+        self.processor.image_processor.check_model(self.model.config)
 
     def _sanitize_parameters(self, queries=None, threshold=None, max_tiles=None, min_tiles=None, return_visuals=None,
                              level=None, **kwargs):

@@ -7,10 +7,10 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
-from .image_processing_tokenocr import whole_image_size
+from .image_processing_tokenocr import to_rgb_image, whole_image_size
 from .query_tokenocr import query_boxes, query_similarity
 from .settings_tokenocr import MAX_QUERY_TOKENS, UPSAMPLING, check_queries, check_threshold, prepare_query
-from .visualization_tokenocr import token_visuals, visual_image
+from .visualization_tokenocr import query_visuals, token_visuals, visual_image
 
 LEVELS = ("token", "query")
 
@@ -190,7 +190,8 @@ class TokenOCRProcessor(ProcessorMixin):
             attention_mask (`(num_queries, sequence_length)`, *optional*): 0 at padding, which is left out.
             threshold (`float`, *optional*): mask threshold on the cosine similarity; default the model's own,
                 `image_processor.mask_threshold`.
-            images (`list[PIL.Image.Image]`, *optional*): the images themselves; when given, each token also gets its
+            images (*optional*): the images themselves (one, or a list: paths, URLs, PIL images, arrays or tensors, as
+                the processor takes them); when given, each token also gets its
                 `heatmap` (RGB PIL image) and `mask` (bool array), both at the image's size (scaled to fit
                 `MAX_VISUAL_SIDE` when larger).
             level (`str`, *optional*, defaults to `"token"`): `"query"` gives one result per query instead of a list
@@ -217,6 +218,9 @@ class TokenOCRProcessor(ProcessorMixin):
             mask = [mask] if mask and not isinstance(mask[0], list) else mask
             ids = [[i for i, keep in zip(row, keep_row) if keep] for row, keep_row in zip(ids, mask)]
         sizes = np.asarray(image_sizes.tolist() if hasattr(image_sizes, "tolist") else image_sizes).reshape(-1, 2)
+        if images is not None:  # one image or a list; paths, arrays and tensors are opened as the processor opens them
+            images = list(images) if isinstance(images, (list, tuple)) else [images]
+            images = [to_rgb_image(image, index) for index, image in enumerate(images)]
         maps_per_image = self.post_process_similarity(similarity, grid_cols_rows, num_tiles, map_sizes)
         if len(sizes) != len(maps_per_image) or (images is not None and len(images) != len(sizes)):
             raise ValueError(f"Got maps of {len(maps_per_image)} images but {len(sizes)} image sizes.")
@@ -260,12 +264,8 @@ class TokenOCRProcessor(ProcessorMixin):
         result = {"query": query, "score": float(query_map.max()), "similarity": query_map.numpy().astype(np.float32),
                   "boxes": boxes, "box_scores": box_scores, "tokens": tokens}
         if shown is not None:
-            # The map is drawn over the part of the image it covers (a whole image's map may reach past its edge).
-            covered = (round(query_map.shape[1] * scale[0]), round(query_map.shape[0] * scale[1]))
-            mask, _, heatmap = token_visuals(query_map, covered, threshold, _padded(shown, covered, image_size))
-            crop = (0, 0, shown.width, shown.height)
-            result.update(heatmap=heatmap.crop(crop) if heatmap.size != shown.size else heatmap,
-                          mask=mask[: shown.height, : shown.width])
+            mask, picture = query_visuals(query_map, scale, image_size, threshold, shown, boxes, box_scores)
+            result.update(heatmap=picture, mask=mask)
         return result
 
     def _token_result(self, token_map, token_id: int, image_size, threshold: float, shown) -> dict:
@@ -291,19 +291,6 @@ class TokenOCRProcessor(ProcessorMixin):
                 f"counts {counts} and {similarity.shape[-2]} tiles in similarity."
             )
         return [whole_image_map(similarity[..., index, :], size) for index, size in enumerate(sizes)]
-
-
-def _padded(shown, covered, image_size):
-    """`shown` (the image at its visual size) padded at the right and bottom to the map's coverage, if larger."""
-    from PIL import Image
-
-    sx, sy = shown.width / image_size[0], shown.height / image_size[1]
-    size = (max(shown.width, round(covered[0] * sx)), max(shown.height, round(covered[1] * sy)))
-    if size == shown.size:
-        return shown
-    canvas = Image.new("RGB", size, (255, 255, 255))
-    canvas.paste(shown, (0, 0))
-    return canvas
 
 
 # prepare_query: see settings_tokenocr

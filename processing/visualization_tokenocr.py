@@ -375,14 +375,53 @@ def token_visuals(token_map, image_size: tuple[int, int], threshold: float, show
     return mask, boxes, overlay_heatmap(shown, resized) if shown is not None else None
 
 
+def map_on_image(values, scale: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    """
+    A map placed on a picture of `size` `(width, height)`: resized so each location covers `scale` `(sx, sy)`
+    picture pixels, from the top-left corner (a whole image's map may reach past the picture's edge, which is cut;
+    a map that covers less leaves the rest at the map's minimum). Float32 `(height, width)`.
+    """
+    width, height = size
+    values = np.asarray(values, dtype=np.float32)
+    covered = (max(1, round(values.shape[-1] * scale[0])), max(1, round(values.shape[-2] * scale[1])))
+    resized = resize_map(values, covered)
+    placed = np.full((height, width), resized.min(), dtype=np.float32)
+    rows, cols = min(height, resized.shape[0]), min(width, resized.shape[1])
+    placed[:rows, :cols] = resized[:rows, :cols]
+    return placed
+
+
+def query_visuals(query_map, scale: tuple[float, float], image_size: tuple[int, int], threshold: float, shown,
+                  boxes=(), box_scores=()):
+    """
+    A query's pictures: `(mask, picture)` at `shown`'s size (the image at `visual_size`): the query map above
+    `threshold`, and the map drawn over the image with the query's boxes outlined, best first, each with its score.
+    `scale` is image pixels per map location; `boxes` are in image pixels.
+    """
+    factor = shown.width / image_size[0]
+    placed = map_on_image(query_map, (scale[0] * factor, scale[1] * factor), shown.size)
+    picture = overlay_heatmap(shown, placed)
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(3 * factor))
+    font = _load_font(max(10, round(14 * factor)))
+    for rank, (box, score) in enumerate(zip(boxes, box_scores)):
+        left, top, right, bottom = (round(v * factor) for v in box)
+        colour = (220, 20, 60) if rank == 0 else (255, 140, 0)
+        draw.rectangle((left - width, top - width, right + width - 1, bottom + width - 1), outline=colour, width=width)
+        draw.text((left, max(0, top - width - font.size - 2)), f"{score:.2f}", fill=colour, font=font)
+    return placed > threshold, picture
+
+
 __all__ = [
     "colorize",
     "format_caption",
     "heatmap_strip",
+    "map_on_image",
     "mask_to_boxes",
     "normalize_map",
     "overlay_heatmap",
     "query_strip",
+    "query_visuals",
     "resize_map",
     "token_visuals",
     "visual_image",

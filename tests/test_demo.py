@@ -57,13 +57,13 @@ def run(client, image=None, pdf=None, page=1, query="Invoice total", threshold=0
     )
 
 
-def expected_tokens(image, query):
-    """The pipeline's tokens for the same page and query (the demo must agree with it)."""
+def expected_tokens(image, query, level="token"):
+    """The pipeline's tokens (or query result) for the same page and query (the demo must agree with it)."""
     from tokenocr import TokenSimilarityPipeline
 
     model, processor = load_case(Case("tiny_seg"))
     finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity", device="cpu")
-    return finder(image, query)
+    return finder(image, query, level=level)
 
 
 def test_image_and_query_give_one_heatmap_per_token(client):
@@ -71,8 +71,10 @@ def test_image_and_query_give_one_heatmap_per_token(client):
         page_size = page.size
     gallery, strip, annotated, relevance, table, summary_file, status = run(client, image=SAMPLE_PAGE)
     expected = expected_tokens(str(SAMPLE_PAGE), "Invoice total")
-    assert len(gallery) == len(expected) == 3
-    for item, token in zip(gallery, expected):
+    found = expected_tokens(str(SAMPLE_PAGE), "Invoice total", level="query")
+    assert len(gallery) == len(expected) + 1 == 4  # the query's picture first, then one per token
+    assert gallery[0]["caption"].startswith("the query")
+    for item, token in zip(gallery[1:], expected):
         with Image.open(item["image"]) as heatmap:
             assert heatmap.size == page_size
         assert item["caption"].startswith(f"'{token['token']}'")
@@ -83,7 +85,8 @@ def test_image_and_query_give_one_heatmap_per_token(client):
     for reported, token in zip(summary["tokens"], expected):
         assert reported["score"] == pytest.approx(token["score"], abs=1e-4)
         assert reported["boxes"] == token["boxes"]
-    assert summary["relevance"] == pytest.approx(np.mean([t["score"] for t in expected]), abs=1e-5)
+    assert summary["relevance"] == pytest.approx(found["score"], abs=1e-5)  # the query's score, as the pipeline's
+    assert summary["boxes"] == found["boxes"]
     assert relevance == pytest.approx(summary["relevance"], abs=1e-4)
     assert [row[2] for row in table["data"]] == [t["token_id"] for t in expected]
     assert summary["page"] == {"source": "image", "file": "sample_page.png", "page_number": 1, "size": list(page_size)}
@@ -91,7 +94,8 @@ def test_image_and_query_give_one_heatmap_per_token(client):
         assert picture.width > 3 * 300  # three captioned panels side by side
     with Image.open(annotated["image"]) as view:
         assert view.size == page_size
-    assert annotated["annotations"][0]["label"].startswith("text mask")
+    first = "boxes of the query" if found["boxes"] else "text mask"
+    assert annotated["annotations"][0]["label"].startswith(first)
     assert "vision pass" in status and "cache" not in status
 
 
@@ -118,7 +122,7 @@ def test_a_pdf_page(client, tmp_path):
     width, height = summary["page"]["size"]
     assert abs(width - 400) <= 1 and abs(height - 500) <= 1  # rendered at 150 dpi: the page's own pixels
     assert summary["page"]["source"] == "pdf" and summary["page"]["page_number"] == 2
-    assert len(gallery) == len(summary["tokens"]) >= 1
+    assert len(gallery) == len(summary["tokens"]) + 1 >= 2  # the query's picture, then one per token
     for item in gallery:
         with Image.open(item["image"]) as heatmap:
             assert heatmap.size == (width, height)
@@ -322,7 +326,7 @@ def test_a_very_wide_page_and_a_query_with_a_newline_are_answered(client, tmp_pa
     wide = tmp_path / "wide.png"
     Image.new("RGB", (17000, 40), "white").save(wide)  # wider than WebP's 16383-pixel limit
     gallery, strip, annotated, *_, status = run(client, image=wide, query="In")
-    assert len(gallery) == 1 and "17000 x 40 px" in status
+    assert len(gallery) == 2 and "17000 x 40 px" in status
     with Image.open(annotated["image"]) as view:
         assert max(view.size) <= 16383
     gallery, strip, *_ = run(client, image=SAMPLE_PAGE, query="Invoice\ntotal")

@@ -66,9 +66,16 @@ def test_top_k_ranks_images_by_relevance(case):
     ranked = finder(paths, "Invoice", top_k=2)
     assert [entry["image_index"] for entry in ranked] == list(np.argsort(relevance)[::-1][:2])
     assert ranked[0]["relevance"] == pytest.approx(max(relevance))
-    # relevance = mean over the query's tokens of each token's best similarity
-    expected = case.expected(case.images[ranked[0]["image_index"]])["similarity_q1"]
-    assert ranked[0]["relevance"] == pytest.approx(float(np.mean([m.max() for m in expected])), abs=1e-4)
+    # relevance = the best of the query's map, made from the original's token maps where the tokens stand side by side
+    from tokenocr.processing.query_tokenocr import query_similarity
+
+    best = ranked[0]["image_index"]
+    expected = case.expected(case.images[best])["similarity_q1"]
+    texts = [token["token"] for token in everything[best]]
+    assert ranked[0]["relevance"] == pytest.approx(float(query_similarity(expected, texts)[0].max()), abs=1e-4)
+    queried = finder(paths, "Invoice", top_k=2, level="query")
+    assert [entry["image_index"] for entry in queried] == [entry["image_index"] for entry in ranked]
+    assert queried[0]["query"]["score"] == pytest.approx(ranked[0]["relevance"])
 
 
 def test_vision_tower_runs_once_per_tile_whatever_the_queries(case):

@@ -66,3 +66,40 @@ def test_one_token_queries_are_that_token_and_shapes_are_checked():
     with pytest.raises(ValueError, match="combination"):
         query_similarity(torch.rand(2, 8, 9), ["a", "b"], combination="max")
     assert query_similarity(np.zeros((2, 8, 9), dtype=np.float32), ["a", "b"])[0].shape == (8, 9)
+
+
+def test_the_pipeline_and_the_processor_give_one_result_per_query():
+    from fixture_cases import Case, load_case
+    from PIL import Image
+
+    from tokenocr import TokenSimilarityPipeline
+
+    case = Case("tiny_seg")
+    model, processor = load_case(case)
+    finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity", device="cpu")
+    path = str(case.image_path(case.images[0]))
+    image = Image.open(path)
+    tokens = finder(path, ["Invoice", "total 12"])
+    found = finder(path, ["Invoice", "total 12"], level="query")
+    assert [result["query"] for result in found] == ["Invoice", "total 12"]
+    for result, token_list in zip(found, tokens):
+        assert [t["token_id"] for t in result["tokens"]] == [t["token_id"] for t in token_list]
+        assert result["similarity"].shape == token_list[0]["similarity"].shape
+        assert result["score"] == pytest.approx(float(result["similarity"].max()))
+        assert len(result["boxes"]) == len(result["box_scores"])
+        assert all(0 <= left < right <= image.width and 0 <= top < bottom <= image.height
+                   for left, top, right, bottom in result["boxes"])
+        assert result["heatmap"].size == image.size and result["mask"].shape == (image.height, image.width)
+    single = finder(path, "Invoice", level="query", return_visuals=False)
+    assert isinstance(single, dict) and "heatmap" not in single
+    with pytest.raises(ValueError, match="level"):
+        finder(path, "Invoice", level="word")
+    # The processor's post-processing takes the images as a path or a single PIL image, not only a list.
+    inputs = processor(images=path, text="Invoice", return_tensors="pt")
+    with torch.no_grad():
+        similarity = model.get_similarity(inputs["pixel_values"], inputs["input_ids"])
+    for images in (path, image, [image]):
+        [[result]] = processor.post_process_token_similarity(
+            similarity, inputs["input_ids"], inputs["grid_cols_rows"], inputs["image_sizes"], inputs["num_tiles"],
+            images=images, level="query", queries=["Invoice"])
+        assert result["query"] == "Invoice" and result["heatmap"].size == image.size

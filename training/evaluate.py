@@ -216,11 +216,50 @@ def score_page(maps: np.ndarray, truths: list[np.ndarray], threshold: float) -> 
     return stats
 
 
-def page_word_queries(example: dict, count: int = WORDS_PER_PAGE, seed: int = 0) -> dict[str, list[list[float]]]:
+def words_from_token_masks(example: dict, mask: np.ndarray) -> list[dict]:
+    """
+    Words of a page without `words` (e.g. synthetic pages), rebuilt from its tokens: consecutive tokens (reading
+    order) on one line whose boxes are less than 0.3 of their height apart, kept only when the joined text is a
+    whole word of the page's `text`.
+    """
+    from .pdf_data import WORD_PUNCTUATION
+
+    present = {token["mask_index"] for token in example["tokens"] if token["text"].strip()}
+    boxes = {}
+    ys, xs = np.nonzero(np.isin(mask, list(present)))
+    for index in present:
+        hit = mask[ys, xs] == index
+        if hit.any():
+            boxes[index] = [float(xs[hit].min()), float(ys[hit].min()), float(xs[hit].max() + 1), float(ys[hit].max() + 1)]
+    known = {word.strip(WORD_PUNCTUATION) for word in (example.get("text") or "").split()}
+    words, current = [], None
+    for token in example["tokens"]:
+        box = boxes.get(token["mask_index"])
+        if box is None or not token["text"].strip():
+            continue
+        if current is not None:
+            last = current["box"]
+            height = max(last[3] - last[1], box[3] - box[1])
+            overlap = min(last[3], box[3]) - max(last[1], box[1])
+            near = -0.2 * height <= box[0] - last[2] < 0.3 * height
+            if overlap > 0.5 * min(last[3] - last[1], box[3] - box[1]) and near and not token["text"][:1].isspace():
+                current["text"] += token["text"]
+                current["box"] = [min(last[0], box[0]), min(last[1], box[1]), max(last[2], box[2]), max(last[3], box[3])]
+                continue
+            words.append(current)
+        current = {"text": token["text"].strip(), "box": box}
+    words += [current] if current else []
+    return [word for word in words if word["text"] in known]
+
+
+def page_word_queries(example: dict, count: int = WORDS_PER_PAGE, seed: int = 0,
+                      mask: np.ndarray | None = None) -> dict[str, list[list[float]]]:
     """Up to `count` words of a page to query on it (at least 3 characters, holding a letter or digit), each with
-    the boxes of all its occurrences; chosen with `seed` and the page's text."""
+    the boxes of all its occurrences (the page's `words`, else `words_from_token_masks`); chosen with `seed` and the
+    page's text."""
     occurrences = {}
-    for word in example.get("words") or []:
+    words = example.get("words") or (words_from_token_masks(example, mask) if mask is not None else [])
+    for word in words:
         if len(word["text"]) >= 3 and any(char.isalnum() for char in word["text"]):
             occurrences.setdefault(word["text"], []).append(list(word["box"]))
     chosen = random.Random(f"{seed}:{example.get('text', '')[:200]}").sample(sorted(occurrences),
@@ -268,7 +307,7 @@ def evaluate_page(model, processor, example: dict, query_ids: list[list[int]], t
         if token["text"].strip():
             by_id.setdefault(int(token["id"]), []).append(int(token["mask_index"]))
     page_ids = sorted(by_id)
-    word_queries = page_word_queries(example, seed=seed)
+    word_queries = page_word_queries(example, seed=seed, mask=mask)
     word_ids = {word: processor(text=word)["input_ids"] for word in word_queries}
     extra = {i for ids in [*query_ids, *word_ids.values()] for i in ids} - set(page_ids)
     all_ids = page_ids + sorted(extra)

@@ -124,3 +124,40 @@ def crop_windows(source, destination, size: int = WINDOW, per_page: int = WINDOW
                 padded[: window.shape[0], : window.shape[1]] = window
                 writer.add(crop, padded, kept, "")
         return writer.count
+
+
+def card_text(figures: dict, trainer_facts: list[str]) -> tuple[list[str], str]:
+    """The document model card's training facts and evaluation section, from `figures` (the example script's)."""
+    from .evaluate import figures_table
+
+    facts = [
+        f"Trained from nothing on {figures['train_windows']} windows of {WINDOW} x {WINDOW} pixels cut from real PDF "
+        "pages made with real document tooling (`examples/documents/make_documents.py`: HTML rendered by headless "
+        "Chromium in 28 fonts and six layouts — articles, two-column papers, reports with tables, code listings, "
+        "invoices, slides — and manual pages typeset by groff), through `tokenocr make-data`, each document at one of "
+        f"{sorted(set(DPIS))} dpi, a third of them made to look scanned or photographed; a character-level tokenizer; "
+        "the recipe and its seeds are `tokenocr.training.recipe_documents`, rebuilt by "
+        "`python examples/train_document_model.py` (its docstring has the commands).",
+        *trainer_facts,
+        f"Training time: {figures['training_minutes']} min on a 2-core CPU.",
+        f"Mask threshold chosen on 40 pages of the training documents: {figures['threshold']:g}.",
+    ]
+    heldout = figures["document model, held-out documents"]
+    evaluation = (
+        f"**Held-out documents**: {figures['heldout_pages']} pages at 150 dpi of documents of kinds never seen in "
+        "training (other fonts: TeX Gyre, Latin Modern, Computer Modern; other layouts: LaTeX-like papers, letters, "
+        "manuals; manual pages of another section in groff's Palatino and New Century Schoolbook), "
+        f"{heldout['word_queries']} word queries (words of at least 3 characters, up to 8 per page), beside the "
+        "synthetic demonstration model (`models/tokenocr-tiny-synthetic`) on the same pages:\n\n"
+        + figures_table({"document model": heldout,
+                         "synthetic model": figures["synthetic model, held-out documents"]})
+        + "\n\n**Synthetic held-out pages** (the synthetic model's own held-out set: 60 pages, words never seen in "
+        "its training, half in a font it never saw):\n\n"
+        + figures_table({"document model": figures["document model, synthetic held-out"],
+                         "synthetic model": figures["synthetic model, synthetic held-out"]})
+        + "\n\nWord pointing: the query's map (`level=\"query\"`) peaks inside an occurrence of the word. Query box "
+        "IoU: the query's best box against the nearest occurrence. Rare-word P@1: words found on one or two pages, "
+        "the page with the best query score holds the word. A small model for Latin-script documents rendered at "
+        "100-200 dpi; it has not seen handwriting, other scripts or real camera photos."
+    )
+    return facts, evaluation

@@ -201,6 +201,7 @@ def build_trainer(
     `learn_seg_temperature`) the head's ([`TokenOCRForTokenAlignment`]; the default is the authors' objective).
     """
     head = alignment_model(model, **loss_settings)
+    processor.image_processor.check_model(head.config)
     # The special ids Trainer would align (with a notice) are the tokenizer's; set them here, quietly.
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         value = getattr(processor.tokenizer, name, None)

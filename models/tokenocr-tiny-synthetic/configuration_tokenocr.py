@@ -28,7 +28,8 @@ class TokenOCRConfig(PreTrainedConfig):
     - `"internvl_vision"` (the default, also for a `vision_config` dict without `model_type`): transformers'
       `InternVLVisionModel`, the InternViT tower of the ViT releases (English 4096, bilingual 2048), run on tiles.
     - `"resnet"`: transformers' `ResNetModel` (bottleneck blocks), the tower of the R50 release, run on whole
-      images; its last stage (stride 32, width `hidden_sizes[-1]`) feeds the upsampler.
+      images; its last stage (width `hidden_sizes[-1]`; stride 32 with the R50 release's four stages, 16 or 8 with
+      three or two, `resnet_stride`) feeds the upsampler.
 
     Args:
         vision_config (`dict`, `InternVLVisionConfig` or `ResNetConfig`, *optional*):
@@ -178,10 +179,10 @@ class TokenOCRConfig(PreTrainedConfig):
                 f"vision_config widths and depths must be positive integers, got embedding_size="
                 f"{vision.embedding_size}, hidden_sizes={list(vision.hidden_sizes)}, depths={list(vision.depths)}."
             )
-        if stages != 4 or vision.downsample_in_first_stage:
+        if not 2 <= stages <= 4 or vision.downsample_in_first_stage:
             raise ValueError(
-                f"vision_config must describe a ResNet with 4 stages and no downsampling in the first one (output "
-                f"stride 32, which the image processor's map sizes assume), got {stages} stages, "
+                f"vision_config must describe a ResNet with 2 to 4 stages and no downsampling in the first one (output "
+                f"stride 8 to 32: the image processor's feature_stride), got {stages} stages, "
                 f"downsample_in_first_stage={vision.downsample_in_first_stage}."
             )
         if self.vision_feature_layer not in (-1, stages):
@@ -189,6 +190,14 @@ class TokenOCRConfig(PreTrainedConfig):
                 f"TokenOCRConfig.vision_feature_layer={self.vision_feature_layer}: a ResNet tower feeds the upsampler "
                 f"from its last stage (-1)."
             )
+
+    @property
+    def resnet_stride(self) -> int:
+        """ResNet tower: pixels per location of its last stage (32 with four stages, as the R50 release; 16 with
+        three; 8 with two); the image processor's `feature_stride` must equal it."""
+        if self.is_internvit:
+            raise ValueError("An InternViT tower works on tiles: its stride is the patch size.")
+        return 4 * 2 ** (len(self.vision_config.depths) - 1)
 
     @property
     def feature_side(self) -> int:

@@ -242,9 +242,10 @@ def whole_image_size(height: int, width: int, max_side: int | None) -> tuple[int
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def whole_image_map_size(height: int, width: int) -> tuple[int, int]:
-    """The `(h, w)` feature (and similarity) map of a whole image of `height x width` pixels in a ResNet tower."""
-    return UPSAMPLING * math.ceil(height / RESNET_STRIDE), UPSAMPLING * math.ceil(width / RESNET_STRIDE)
+def whole_image_map_size(height: int, width: int, stride: int = RESNET_STRIDE) -> tuple[int, int]:
+    """The `(h, w)` feature (and similarity) map of a whole image of `height x width` pixels in a ResNet tower whose
+    last stage has one location per `stride` x `stride` pixels (32 for the R50 release)."""
+    return UPSAMPLING * math.ceil(height / stride), UPSAMPLING * math.ceil(width / stride)
 
 
 def pad_images(images: list):
@@ -325,6 +326,9 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         max_side (`int`, *optional*, defaults to 2048): without tiling, the longest side an image is given at;
             larger images are scaled down to it (aspect ratio kept), which bounds time and memory on very large
             pages. `None` gives every image at its own size, as the original does.
+        feature_stride (`int`, *optional*, defaults to 32): without tiling, the pixels per location of the ResNet
+            tower's last stage (32 for four stages, as the R50 release; 16 for three, 8 for two): the image's map is
+            `4 * ceil(side / feature_stride)` per side. It must match the model's `config.resnet_stride`.
         mask_threshold (`float`, *optional*, defaults to 0.2): the model's mask threshold on the cosine similarity,
             the default of the pipeline, the command line and the demo for this model. The released models keep
             the original's 0.2; a trained model stores the threshold chosen on its validation pages.
@@ -348,6 +352,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
     apply_exif_orientation = True
     do_tiling = True
     max_side = DEFAULT_MAX_SIDE
+    feature_stride = RESNET_STRIDE
     mask_threshold = DEFAULT_THRESHOLD
 
     def __init__(self, size: dict[str, int] | int | None = None, **kwargs):
@@ -361,6 +366,8 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         super().__init__(**({"size": size} if size is not None else {}), **kwargs)
         check_tiles(self.min_tiles, self.max_tiles)
         check_max_side(self.max_side)
+        if isinstance(self.feature_stride, bool) or not isinstance(self.feature_stride, int) or self.feature_stride < 1:
+            raise ValueError(f"feature_stride must be a positive integer, got {self.feature_stride!r}.")
         self.mask_threshold = check_threshold(self.mask_threshold)
         if self.do_tiling:
             self.model_input_names = [name for name in type(self).model_input_names if name not in self._WHOLE_IMAGE_ONLY]
@@ -374,6 +381,23 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         for key in (*self._BASE_SETTINGS_NOT_USED, "model_input_names"):
             data.pop(key, None)
         return data
+
+    def check_model(self, config) -> None:
+        """
+        Raise a `ValueError` when this processor cannot feed the model of `config`: tiles for a ResNet tower, whole
+        images for an InternViT one, or a `feature_stride` other than the ResNet tower's (`config.resnet_stride`).
+        """
+        if getattr(config, "is_internvit", True):
+            if not self.do_tiling:
+                raise ValueError("The image processor gives whole images (do_tiling=False) but the model's InternViT "
+                                 "tower works on tiles; use do_tiling=True.")
+            return
+        if self.do_tiling:
+            raise ValueError("The image processor cuts tiles but the model's ResNet tower takes whole images; use "
+                             "do_tiling=False.")
+        if self.feature_stride != config.resnet_stride:
+            raise ValueError(f"The image processor's feature_stride is {self.feature_stride} but the model's ResNet "
+                             f"tower has stride {config.resnet_stride}; set feature_stride={config.resnet_stride}.")
 
     def get_grid(self, height: int, width: int, min_tiles: int | None = None, max_tiles: int | None = None):
         """The `(cols, rows)` tile grid chosen for an image of `height x width` pixels."""
@@ -403,7 +427,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
             - `image_sizes` `(num_images, 2)`: each input image's (height, width) in pixels;
             - without tiling only: `pixel_sizes` `(num_images, 2)`, each image's (height, width) inside
               `pixel_values` (its own, or scaled down to `max_side`), and `map_sizes` `(num_images, 2)`, the (h, w) of
-              its feature and similarity map, `4 * ceil(side / 32)` per side.
+              its feature and similarity map, `4 * ceil(side / feature_stride)` per side.
         """
         if images is None or (isinstance(images, (list, tuple)) and len(images) == 0):
             raise ValueError("No image was given.")
@@ -457,7 +481,8 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
             "num_tiles": np.ones(len(images), dtype=np.int64),
             "image_sizes": np.asarray(image_sizes, dtype=np.int64),
             "pixel_sizes": np.asarray(pixel_sizes, dtype=np.int64),
-            "map_sizes": np.asarray([whole_image_map_size(*size) for size in pixel_sizes], dtype=np.int64),
+            "map_sizes": np.asarray([whole_image_map_size(*size, self.feature_stride) for size in pixel_sizes],
+                                    dtype=np.int64),
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
 

@@ -9,6 +9,8 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 from .image_processing_tokenocr import is_pdf, load_pdf_pages, pad_images, to_rgb_image
+from .processing_tokenocr import LEVELS
+from .query_tokenocr import query_similarity
 from .settings_tokenocr import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PDF_DPI,
@@ -20,12 +22,18 @@ from .settings_tokenocr import (
 from .visualization_tokenocr import mask_to_boxes, token_visuals, visual_image, visual_size  # noqa: F401  (public here too)
 
 
-def relevance_score(tokens: list[dict]) -> float:
+def relevance_score(result) -> float:
     """
-    Query-level image-text relevance: the mean, over the query's tokens, of each token's best cosine similarity
-    anywhere on the image (its `score`). Higher means the image is more likely to contain the query.
+    Query-level image-text relevance: the best value of the query's own map (`query_tokenocr.query_similarity`:
+    its tokens' maps combined where they stand side by side), from a query-level result (its `score`) or a token
+    level list (each token's `similarity` and `token`). Higher means the image is more likely to contain the query.
     """
-    return float(np.mean([token["score"] for token in tokens])) if tokens else float("nan")
+    if isinstance(result, dict):
+        return float(result["score"])
+    if not result:
+        return float("nan")
+    maps = np.stack([token["similarity"] for token in result])
+    return float(query_similarity(maps, [token["token"] for token in result])[0].max())
 
 
 class TokenSimilarityPipeline(ChunkPipeline):
@@ -58,9 +66,15 @@ class TokenSimilarityPipeline(ChunkPipeline):
       out with `return_visuals=False`;
     - `page` (`int`, 1-based): only for pages of a PDF.
 
+    With `level="query"`, each query gives one dict instead of a token list: `query`, `score` (the best value of the
+    query's map), `similarity` (the query's own map, shaped like a token's: its tokens' maps combined where they stand
+    side by side, `query_tokenocr.query_similarity`), `boxes` (`[left, top, right, bottom]` of its occurrences, best
+    first, image pixels) with `box_scores`, and `tokens` (the token level's list); plus `heatmap` and `mask` of the
+    query's map unless `return_visuals=False`, and `page` for PDF pages.
+
     Several queries give a list of such lists (one per query); several images (or a PDF) add one more level. With a
     list of images, `top_k=k` instead returns, per query, the `k` images with the highest relevance
-    ([`relevance_score`]: the mean of the query's token scores) as dicts `{"image_index", "relevance", "tokens"}`.
+    ([`relevance_score`]: the best value of the query's map) as dicts `{"image_index", "relevance", "tokens"}`.
 
     Other arguments: `threshold` (mask threshold on the cosine similarity, default the model's own `image_processor.mask_threshold`:
     0.2, the original's, for the released models),
@@ -83,9 +97,10 @@ class TokenSimilarityPipeline(ChunkPipeline):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
         super().__init__(*args, **kwargs)
+        self.processor.image_processor.check_model(self.model.config)
 
     def _sanitize_parameters(self, queries=None, threshold=None, max_tiles=None, min_tiles=None, return_visuals=None,
-                             **kwargs):
+                             level=None, **kwargs):
         if kwargs:
             raise TypeError(f"TokenSimilarityPipeline got unexpected arguments: {sorted(kwargs)}")
         preprocess, forward, postprocess = {}, {}, {}
@@ -99,6 +114,11 @@ class TokenSimilarityPipeline(ChunkPipeline):
             forward.update(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
             lengths = encoded["attention_mask"].sum(dim=1).tolist()
             postprocess["query_ids"] = [ids[:n] for ids, n in zip(encoded["input_ids"].tolist(), lengths)]
+            postprocess["queries"] = [queries] if isinstance(queries, str) else list(queries)
+        if level is not None:
+            if level not in LEVELS:
+                raise ValueError(f"level must be one of {', '.join(map(repr, LEVELS))}, got {level!r}.")
+            postprocess["level"] = level
         if threshold is not None:
             postprocess["threshold"] = check_threshold(threshold)
         if return_visuals is not None:
@@ -188,7 +208,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
         outputs.update({key: model_inputs[key] for key in ("is_last", "image", "grid", "map_size", "page")})
         return outputs
 
-    def postprocess(self, model_outputs, query_ids=None, threshold=None, return_visuals=True):
+    def postprocess(self, model_outputs, query_ids=None, threshold=None, return_visuals=True, level="token",
+                    queries=None):
         last = model_outputs[-1]
         image, page = last["image"], last["page"]
         similarity = torch.cat([output["similarity"] for output in model_outputs])  # (tiles, queries, tokens, L)
@@ -197,12 +218,12 @@ class TokenSimilarityPipeline(ChunkPipeline):
             similarity.permute(1, 2, 0, 3), [list(ids) for ids in query_ids],
             grid_cols_rows=[(1, 1) if whole else last["grid"]], image_sizes=[(image.height, image.width)],
             num_tiles=[similarity.shape[0]], map_sizes=[last["map_size"]] if whole else None,
-            threshold=threshold, images=[image] if return_visuals else None,
+            threshold=threshold, images=[image] if return_visuals else None, level=level, queries=queries,
         )[0]
         if page is not None:
-            for tokens in results:
-                for token in tokens:
-                    token["page"] = page
+            for result in results:
+                for entry in [result] if level == "query" else result:
+                    entry["page"] = page
         return results
 
 
@@ -241,7 +262,9 @@ def _rank(results: list, top_k: int) -> list:
     ranked = []
     for query_index in range(len(results[0])):
         entries = [
-            {"image_index": index, "relevance": relevance_score(per_image[query_index]), "tokens": per_image[query_index]}
+            {"image_index": index, "relevance": relevance_score(per_image[query_index]),
+             **({"query": per_image[query_index]} if isinstance(per_image[query_index], dict)
+                else {"tokens": per_image[query_index]})}
             for index, per_image in enumerate(results)
         ]
         ranked.append(sorted(entries, key=lambda entry: -entry["relevance"])[:top_k])

@@ -7,8 +7,12 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
-from .settings_tokenocr import MAX_QUERY_TOKENS, check_queries, check_threshold, prepare_query
-from .visualization_tokenocr import token_visuals, visual_image
+from .image_processing_tokenocr import whole_image_size
+from .query_tokenocr import query_boxes, query_similarity
+from .settings_tokenocr import MAX_QUERY_TOKENS, UPSAMPLING, check_queries, check_threshold, prepare_query
+from .visualization_tokenocr import query_visuals, token_visuals, visual_image
+
+LEVELS = ("token", "query")
 
 
 def stitch_tiles(tile_maps: torch.Tensor, grid_cols_rows) -> torch.Tensor:
@@ -168,6 +172,8 @@ class TokenOCRProcessor(ProcessorMixin):
         attention_mask=None,
         threshold: float | None = None,
         images=None,
+        level: str = "token",
+        queries: list[str] | None = None,
     ) -> list[list[list[dict]]]:
         r"""
         From the model's similarity to what each query token finds on each image: the one post-processing path of
@@ -187,12 +193,22 @@ class TokenOCRProcessor(ProcessorMixin):
             images (`list[PIL.Image.Image]`, *optional*): the images themselves; when given, each token also gets its
                 `heatmap` (RGB PIL image) and `mask` (bool array), both at the image's size (scaled to fit
                 `MAX_VISUAL_SIDE` when larger).
+            level (`str`, *optional*, defaults to `"token"`): `"query"` gives one result per query instead of a list
+                of token results (see Returns).
+            queries (`list[str]`, *optional*): the query texts, for the query level's `query` field (default: the
+                decoded ids).
 
         Returns:
             Per image, per query, per token a dict: `token` (its text), `token_id`, `score` (its best similarity
             on the image), `similarity` (float32 map at feature resolution) and `boxes` (`[left, top, right,
             bottom]` of the mask's connected regions, in image pixels), plus `heatmap` and `mask` with `images`.
+            With `level="query"`, per image and query one dict: `query`, `score` (the best of the query's map),
+            `similarity` (the query's own map, shaped like a token's: [`query_tokenocr.query_similarity`]), `boxes`
+            (its occurrences, best first, image pixels) with `box_scores`, `tokens` (the token level's list), and
+            `heatmap` and `mask` of the query's map with `images`.
         """
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(map(repr, LEVELS))}, got {level!r}.")
         threshold = self.image_processor.mask_threshold if threshold is None else check_threshold(threshold)
         ids = input_ids.tolist() if hasattr(input_ids, "tolist") else [list(row) for row in input_ids]
         ids = [ids] if ids and not isinstance(ids[0], list) else ids
@@ -207,12 +223,46 @@ class TokenOCRProcessor(ProcessorMixin):
         results = []
         for index, (maps, (height, width)) in enumerate(zip(maps_per_image, sizes)):
             shown = visual_image(images[index]) if images is not None else None
-            results.append([
+            per_query = [
                 [self._token_result(maps[q, t], token_id, (int(width), int(height)), threshold, shown)
                  for t, token_id in enumerate(query)]
                 for q, query in enumerate(ids)
-            ])
+            ]
+            if level == "query":
+                whole = map_sizes is not None
+                scale = self.map_scale(maps.shape[-2:], (int(height), int(width)), whole)
+                texts = queries or [self.tokenizer.decode(query) for query in ids]
+                per_query = [self.query_result(text, tokens, maps[q, : len(tokens)], scale, (int(width), int(height)),
+                                               threshold, shown)
+                             for q, (text, tokens) in enumerate(zip(texts, per_query))]
+            results.append(per_query)
         return results
+
+    def map_scale(self, map_size, image_size, whole: bool) -> tuple[float, float]:
+        """
+        Image pixels per map location `(sx, sy)` for an image of `image_size` `(height, width)` whose map is
+        `map_size` `(h, w)`: tiles cover the image exactly; a whole image's map covers its (possibly scaled-down)
+        pixels rounded up to the tower's stride, so its locations are `feature_stride / 4` processed pixels apart.
+        """
+        (map_h, map_w), (height, width) = map_size, image_size
+        if not whole:
+            return width / map_w, height / map_h
+        processed_h, processed_w = whole_image_size(height, width, self.image_processor.max_side)
+        step = self.image_processor.feature_stride / UPSAMPLING
+        return step * width / processed_w, step * height / processed_h
+
+    def query_result(self, query: str, tokens: list[dict], token_maps, scale, image_size, threshold: float,
+                     shown=None) -> dict:
+        """One query's result on one image from its token results and maps (see `post_process_token_similarity`)."""
+        texts = [token["token"] for token in tokens]
+        query_map, pitch_map = query_similarity(token_maps, texts)
+        boxes, box_scores = query_boxes(query_map, pitch_map, token_maps, texts, threshold, scale, image_size)
+        result = {"query": query, "score": float(query_map.max()), "similarity": query_map.numpy().astype(np.float32),
+                  "boxes": boxes, "box_scores": box_scores, "tokens": tokens}
+        if shown is not None:
+            mask, picture = query_visuals(query_map, scale, image_size, threshold, shown, boxes, box_scores)
+            result.update(heatmap=picture, mask=mask)
+        return result
 
     def _token_result(self, token_map, token_id: int, image_size, threshold: float, shown) -> dict:
         mask, boxes, heatmap = token_visuals(token_map, image_size, threshold, shown)

@@ -1,8 +1,8 @@
 """
 `tokenocr search`: rank a collection of pages (images, folders, globs, PDFs) for a set of queries.
 
-One vision pass per page scores every query. Each page's lines (one JSON object per page and query: relevance and
-each token's score and boxes) are appended to the output as soon as the page is done, so an interrupted run keeps
+One vision pass per page scores every query. Each page's lines (one JSON object per page and query: relevance (the
+query's score), its best box and each token's score and boxes) are appended to the output as soon as the page is done, so an interrupted run keeps
 what it wrote and `--resume` skips finished pages. Under `accelerate launch` / `torchrun` the pages are split
 between the processes with accelerate's `PartialState.split_between_processes`; each process writes its own part
 file beside the output and the main process merges them, in page order, into the output at the end.
@@ -163,14 +163,17 @@ def _encoded(line: dict) -> bytes:
 
 
 def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) -> list[bytes]:
-    from ..processing import relevance_score
-
+    """One JSON line per query of a page from its query-level results: relevance (the query's score), its best box
+    (`null` when none passes the threshold) with its score, and each token's score and boxes."""
     lines = []
-    for query, tokens in zip(queries, results):
+    for query, found in zip(queries, results):
         if query in skip_queries:
             continue
-        line = {"image": entry["image"], "page": entry["page"], "query": query, "relevance": relevance_score(tokens),
-                "tokens": [{key: token[key] for key in ("token", "token_id", "score", "boxes")} for token in tokens]}
+        line = {"image": entry["image"], "page": entry["page"], "query": query, "relevance": found["score"],
+                "box": found["boxes"][0] if found["boxes"] else None,
+                "box_score": found["box_scores"][0] if found["box_scores"] else None,
+                "tokens": [{key: token[key] for key in ("token", "token_id", "score", "boxes")}
+                           for token in found["tokens"]]}
         lines.append(_encoded(line))
     return lines
 
@@ -251,7 +254,7 @@ def score_pages(finder, todo: list[dict], args, seen: dict, write, skipped: list
 
     pending = deque()
     results = finder(_images(todo, args.dpi, pending, skipped), list(args.query), threshold=args.threshold,
-                     max_tiles=args.max_tiles, return_visuals=False)
+                     max_tiles=args.max_tiles, return_visuals=False, level="query")
     count = 0
     for result in tqdm(results, total=len(todo), desc="Pages", unit="page", file=sys.stderr):
         entry = pending.popleft()

@@ -1,5 +1,6 @@
-"""`tokenocr similarity`: per image, one heatmap and one mask PNG per query token, one strip per query (all its
-tokens side by side, captioned), and `summary.json`."""
+"""`tokenocr similarity`: per image and query, the query's picture (its map with its boxes), one heatmap and one mask
+PNG per query token, one strip per query (all its tokens side by side, captioned), and `summary.json` (per query:
+relevance, boxes with their scores, and each token's score and boxes)."""
 
 import json
 import os
@@ -38,7 +39,7 @@ def foreign_entries(folder: Path) -> list[str]:
     for image in summary.get("images", []):
         written.add(image.get("folder", ""))
         for query in image.get("queries", []):
-            written.add(query.get("strip", ""))
+            written.update((query.get("strip", ""), query.get("picture", "")))
             for token in query.get("tokens", []):
                 written.update((token.get("heatmap", ""), token.get("mask", "")))
     return [entry for entry in entries if entry not in written]
@@ -123,8 +124,7 @@ def run(args, finder, total: int | None = None) -> Path:
     output folder."""
     from huggingface_hub.utils import tqdm
 
-    from ..processing import relevance_score
-    from ..processing.visualization_tokenocr import query_strip, visual_image
+    from ..processing.visualization_tokenocr import query_strip, query_visuals, visual_image
 
     destination = Path(args.out).expanduser().absolute()
     threshold = finder.processor.image_processor.mask_threshold if args.threshold is None else args.threshold
@@ -133,22 +133,30 @@ def run(args, finder, total: int | None = None) -> Path:
         pages = iter_pages(args.image, args.pages, args.dpi)
         for index, path, page, image in tqdm(pages, total=total, desc="Images", unit="image", file=sys.stderr):
             results = finder(image, list(args.query), threshold=threshold, max_tiles=args.max_tiles,
-                             return_visuals=False)
+                             return_visuals=False, level="query")
             folder = building / (f"{index:03d}-{safe_name(Path(path).stem)}" + (f"-p{page}" if page else ""))
             folder.mkdir()
             shown = visual_image(image)
             entry = {"image": display_name(path), "size": [image.width, image.height], "folder": folder.name,
                      "queries": [], **({"page": page} if page else {})}
-            for query_index, (query, tokens) in enumerate(zip(args.query, results)):
+            for query_index, (query, found) in enumerate(zip(args.query, results)):
+                tokens = found["tokens"]
+                scale = finder.processor.map_scale(found["similarity"].shape, (image.height, image.width),
+                                                   not finder.processor.image_processor.do_tiling)
+                _, picture = query_visuals(found["similarity"], scale, image.size, threshold, shown, found["boxes"],
+                                           found["box_scores"])
+                picture.save(folder / f"q{query_index}-query.png")
                 written = [
                     write_token_pictures(token, image, shown, threshold, folder,
                                          f"q{query_index}-t{token_index:02d}-{safe_name(token['token'])}")
                     for token_index, token in enumerate(tokens)
                 ]
-                relevance = relevance_score(tokens)
+                relevance = found["score"]
                 query_strip(image, tokens, title=f"{query!r} (relevance {relevance:.3f})").save(
                     folder / f"q{query_index}-strip.png")
-                entry["queries"].append({"query": query, "relevance": relevance,
+                entry["queries"].append({"query": query, "relevance": relevance, "boxes": found["boxes"],
+                                         "box_scores": found["box_scores"],
+                                         "picture": f"{folder.name}/q{query_index}-query.png",
                                          "strip": f"{folder.name}/q{query_index}-strip.png", "tokens": written})
             summary["images"].append(entry)
         (building / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
