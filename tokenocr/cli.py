@@ -118,9 +118,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_threshold, default=None,
                         help="mask threshold on the cosine similarity, in [-1, 1] (default: the model's own, "
                         f"{DEFAULT_THRESHOLD} for the released models)")
-    parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N", help="most tiles per image")
+    parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N",
+                        help="most tiles per image (default: the model's processor's; tiled models only)")
     parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES", help="PDF pages to use, e.g. 1-3,7 (default: all)")
-    parser.add_argument("--dpi", type=_positive_int, default=DEFAULT_PDF_DPI, help="PDF rendering resolution")
+    parser.add_argument("--dpi", type=_dpi, default=DEFAULT_PDF_DPI,
+                        help=f"PDF rendering resolution (default: {DEFAULT_PDF_DPI})")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: the model's)")
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
@@ -263,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         "summary.json (tokens, scores, boxes, relevance).",
     )
     _add_model_arguments(similarity)
-    similarity.add_argument("--image", required=True, nargs="+", metavar="PATH", help="document image(s) or PDF(s)")
+    similarity.add_argument("--image", "--images", dest="image", required=True, nargs="+", metavar="PATH",
+                            help="document image(s) or PDF(s)")
     similarity.add_argument("--out", required=True, metavar="DIR", help="folder to create")
     similarity.add_argument("--force", action="store_true",
                             help="replace --out if it is an earlier output of this command")
@@ -274,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Runs data-parallel under `accelerate launch` or `torchrun` (one process per GPU).",
     )
     _add_model_arguments(search)
-    search.add_argument("--images", required=True, nargs="+", metavar="PATH",
+    search.add_argument("--images", "--image", dest="images", required=True, nargs="+", metavar="PATH",
                         help="image or PDF files, folders (their image and PDF files) or glob patterns")
     search.add_argument("--out", required=True, metavar="FILE.jsonl", help="file to write (one JSON line per page and query)")
     search.add_argument("--resume", action="store_true", help="continue an earlier --out, skipping the finished pages")
@@ -327,13 +330,16 @@ def _run_similarity(args) -> str:
 
 
 def _run_search(args) -> str:
+    from .commands import search
+
+    work = search.plan(args)
+    if work["pages"] and not work["todo"]:  # before the model loads: nothing is left to score
+        return f"nothing to do: all {work['pages']} pages were scored already in {work['out']}"
     import torch
     from accelerate import PartialState
 
-    from .commands import search
     from .loading import check_device, load_pipeline
 
-    work = search.plan(args)
     device = check_device(args.device)
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     if state.num_processes > 1:

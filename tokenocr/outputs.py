@@ -38,6 +38,18 @@ def printable(text: str) -> str:
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in str(text))
 
 
+def json_ready(value):
+    """`value` with every float that is not finite (NaN, infinity: a broken model's scores) as `None`, so that JSON
+    written from it is valid (`json.dumps` would write bare `NaN`)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 

@@ -19,7 +19,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
-from ..outputs import OutputError, printable
+from ..outputs import OutputError, json_ready, printable
 
 
 PROGRAM = "tokenocr"
@@ -157,9 +157,9 @@ def _encoded(line: dict) -> bytes:
     """One output line as UTF-8 JSON. A file name that is not valid UTF-8 (held as surrogate escapes) is written with
     JSON `\\u` escapes instead, which read back to the same name."""
     try:
-        return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        return (json.dumps(json_ready(line), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
     except UnicodeEncodeError:
-        return (json.dumps(line) + "\n").encode("ascii")
+        return (json.dumps(json_ready(line), allow_nan=False) + "\n").encode("ascii")
 
 
 def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) -> list[bytes]:

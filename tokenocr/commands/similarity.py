@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..outputs import building_folder, check_output_location, check_replaceable, move_into_place
+from ..outputs import building_folder, check_output_location, check_replaceable, json_ready, move_into_place
 
 
 PROGRAM = "tokenocr"
@@ -159,6 +159,7 @@ def run(args, finder, total: int | None = None) -> Path:
                                          "picture": f"{folder.name}/q{query_index}-query.png",
                                          "strip": f"{folder.name}/q{query_index}-strip.png", "tokens": written})
             summary["images"].append(entry)
-        (building / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (building / "summary.json").write_text(
+            json.dumps(json_ready(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
         move_into_place(building, destination)
     return destination

@@ -108,6 +108,8 @@ def run_evaluate(args):
     from ..training.evaluate import evaluate_model
 
     json_path = None
+    if args.json is not None and not args.json.strip():
+        raise OutputError("--json needs a file name (got an empty one)")
     if args.json:
         if Path(args.json).exists() or Path(args.json).is_symlink():
             raise OutputError(f"--json '{args.json}' already exists; it is never replaced, choose a new file name")
