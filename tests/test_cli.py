@@ -54,12 +54,17 @@ def test_cli_end_to_end(tmp_path, capsys):
         heatmap, mask = Image.open(out / token["heatmap"]), Image.open(out / token["mask"])
         assert heatmap.size == mask.size == tuple(summary["images"][0]["size"])
         assert mask_to_boxes(np.asarray(mask) > 0) == token["boxes"]
-    assert first["relevance"] == pytest.approx(np.mean([m.max() for m in expected["similarity_q2"]]), abs=1e-4)
+    # relevance: the query's score, its map made from the original's token maps where the tokens stand side by side
+    from tokenocr.processing.query_tokenocr import query_similarity
+
+    texts = [token["token"] for token in first["tokens"]]
+    assert first["relevance"] == pytest.approx(float(query_similarity(expected["similarity_q2"], texts)[0].max()), abs=1e-4)
+    assert len(first["boxes"]) == len(first["box_scores"]) and (out / first["picture"]).is_file()
     with Image.open(out / first["strip"]) as strip:  # all tokens side by side, one panel each
         assert strip.width >= 3 * 100 and strip.mode == "RGB"
     written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
     listed = {t[k] for image in summary["images"] for q in image["queries"] for t in q["tokens"] for k in ("heatmap", "mask")}
-    listed |= {q["strip"] for image in summary["images"] for q in image["queries"]}
+    listed |= {q[k] for image in summary["images"] for q in image["queries"] for k in ("strip", "picture")}
     assert written == listed
     assert any(t["boxes"] for q in summary["images"][0]["queries"] for t in q["tokens"])
 

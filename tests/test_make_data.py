@@ -212,3 +212,14 @@ def test_the_command_writes_a_new_folder_resumes_and_refuses_what_it_did_not_mak
     assert (tmp_path / ".other.make-data").is_dir()
     bad = _cli(tmp_path / "nothing.pdf", "--model", DEMO_MODEL, "--output", "x", cwd=tmp_path)
     assert bad.returncode == 1 and "does not exist" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_words_in_a_dataset_line_are_checked(tmp_path, char_tokenizer):
+    make_data([write_pdf(tmp_path / "a.pdf", [{"lines": LINES}])], char_tokenizer, tmp_path / "out", dpi=72)
+    metadata = tmp_path / "out" / "metadata.jsonl"
+    record = json.loads(metadata.read_text())
+    assert {"text": "Invoice", "box": pytest.approx(record["words"][0]["box"])} == record["words"][0]
+    record["words"] = [{"text": "Invoice", "box": [1, 2, "x", 4]}]
+    metadata.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match="line 1: 'words'"):
+        read_metadata(tmp_path / "out")

@@ -48,7 +48,12 @@ def test_one_line_per_page_and_query_with_the_original_scores(tmp_path, pages, c
     wide = next(line for line in lines if line["image"].endswith("doc_wide.png") and line["query"] == "they are not")
     reference = CASE.expected("doc_wide.png")["similarity_q2"]
     assert [t["score"] for t in wide["tokens"]] == pytest.approx([float(m.max()) for m in reference], abs=1e-4)
-    assert wide["relevance"] == pytest.approx(sum(t["score"] for t in wide["tokens"]) / len(wide["tokens"]))
+    # relevance: the query's score, from the original's token maps where the tokens stand side by side
+    from tokenocr.processing.query_tokenocr import query_similarity
+
+    texts = [t["token"] for t in wide["tokens"]]
+    assert wide["relevance"] == pytest.approx(float(query_similarity(reference, texts)[0].max()), abs=1e-4)
+    assert wide["box"] is None or (len(wide["box"]) == 4 and wide["box_score"] <= wide["relevance"] + 1e-6)
     printed = capsys.readouterr().out
     assert "'they are not':" in printed and "'x':" in printed
 

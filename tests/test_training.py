@@ -308,7 +308,7 @@ def test_dataset_format_round_trip_and_errors(tmp_path):
     pages = [make_page(5, 50, 40, 4), make_page(6, 30, 60, 3)]
     folder = write_dataset(tmp_path / "data", pages)
     dataset = load_token_mask_dataset(folder)
-    assert len(dataset) == 2 and set(dataset.column_names) == {"image", "mask", "tokens", "text"}
+    assert len(dataset) == 2 and set(dataset.column_names) == {"image", "mask", "tokens", "text", "words"}
     assert np.array_equal(np.asarray(dataset[1]["mask"]), np.asarray(pages[1]["mask"]))
     assert dataset[0]["tokens"] == pages[0]["tokens"]
     lines = (folder / "metadata.jsonl").read_text().splitlines()
