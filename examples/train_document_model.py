@@ -147,7 +147,7 @@ def finish(args, trainer, processor, pages: Path, minutes: float) -> None:
 
     core = trainer.accelerator.unwrap_model(trainer.model).tokenocr.eval().float()
     validation = load_token_mask_dataset(pages)
-    validation = validation.select([i for i in range(len(validation)) if validation[i]["words"]][:40])
+    validation = validation.select(range(0, len(validation), max(1, len(validation) // 40))[:40])
     threshold = calibrate_threshold(core, processor, validation)
     print(f"threshold chosen on {len(validation)} training-document pages: {threshold}", flush=True)
     heldout = load_token_mask_dataset(prepare_pages(args.heldout, args.work, "heldout-words", processor.tokenizer,

@@ -31,3 +31,13 @@ def test_the_documentation_builds_strictly(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").is_file()
     assert "TokenOCRModel" in (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_readme_python_quick_starts_run_as_written(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "February" in printed and "[[" in printed  # a query, its score and its boxes

@@ -72,7 +72,7 @@ def test_the_document_model_is_a_complete_model_folder():
     assert processor["do_tiling"] is False and processor["feature_stride"] == 16 and processor["max_side"] >= 1700
     card = (MODEL / "README.md").read_text()
     assert "| word pointing |" in card and "synthetic model" in card
-    assert (MODEL / "model.safetensors").stat().st_size < 8_000_000
+    assert (MODEL / "model.safetensors").stat().st_size < 10_000_000
 
 
 def _readme_command() -> list[str]:

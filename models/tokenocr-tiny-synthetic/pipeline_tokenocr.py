@@ -122,7 +122,9 @@ class TokenSimilarityPipeline(ChunkPipeline):
         if threshold is not None:
             postprocess["threshold"] = check_threshold(threshold)
         if return_visuals is not None:
-            postprocess["return_visuals"] = bool(return_visuals)
+            if not isinstance(return_visuals, bool):
+                raise TypeError(f"return_visuals must be True or False, got {return_visuals!r}.")
+            postprocess["return_visuals"] = return_visuals
         return preprocess, forward, postprocess
 
     def __call__(self, images, queries=None, **kwargs):

@@ -7,7 +7,7 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
-from .image_processing_tokenocr import whole_image_size
+from .image_processing_tokenocr import to_rgb_image, whole_image_size
 from .query_tokenocr import query_boxes, query_similarity
 from .settings_tokenocr import MAX_QUERY_TOKENS, UPSAMPLING, check_queries, check_threshold, prepare_query
 from .visualization_tokenocr import query_visuals, token_visuals, visual_image
@@ -190,7 +190,8 @@ class TokenOCRProcessor(ProcessorMixin):
             attention_mask (`(num_queries, sequence_length)`, *optional*): 0 at padding, which is left out.
             threshold (`float`, *optional*): mask threshold on the cosine similarity; default the model's own,
                 `image_processor.mask_threshold`.
-            images (`list[PIL.Image.Image]`, *optional*): the images themselves; when given, each token also gets its
+            images (*optional*): the images themselves (one, or a list: paths, URLs, PIL images, arrays or tensors, as
+                the processor takes them); when given, each token also gets its
                 `heatmap` (RGB PIL image) and `mask` (bool array), both at the image's size (scaled to fit
                 `MAX_VISUAL_SIDE` when larger).
             level (`str`, *optional*, defaults to `"token"`): `"query"` gives one result per query instead of a list
@@ -217,6 +218,9 @@ class TokenOCRProcessor(ProcessorMixin):
             mask = [mask] if mask and not isinstance(mask[0], list) else mask
             ids = [[i for i, keep in zip(row, keep_row) if keep] for row, keep_row in zip(ids, mask)]
         sizes = np.asarray(image_sizes.tolist() if hasattr(image_sizes, "tolist") else image_sizes).reshape(-1, 2)
+        if images is not None:  # one image or a list; paths, arrays and tensors are opened as the processor opens them
+            images = list(images) if isinstance(images, (list, tuple)) else [images]
+            images = [to_rgb_image(image, index) for index, image in enumerate(images)]
         maps_per_image = self.post_process_similarity(similarity, grid_cols_rows, num_tiles, map_sizes)
         if len(sizes) != len(maps_per_image) or (images is not None and len(images) != len(sizes)):
             raise ValueError(f"Got maps of {len(maps_per_image)} images but {len(sizes)} image sizes.")
