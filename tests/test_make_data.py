@@ -210,6 +210,17 @@ def test_the_command_writes_a_new_folder_resumes_and_refuses_what_it_did_not_mak
     foreign = _cli(pdf, "--model", DEMO_MODEL, "--output", "other", cwd=tmp_path)
     assert foreign.returncode == 1 and "was not made by make-data" in foreign.stderr
     assert (tmp_path / ".other.make-data").is_dir()
+    # An interrupted run's folder (marked as make-data's) is continued only with --resume and the same settings.
+    (tmp_path / ".third.make-data").mkdir()
+    settings = {"pdfs": [str(pdf)], "model": str(DEMO_MODEL), "pages": None, "dpi": 100, "augment": "none", "seed": 0}
+    (tmp_path / ".third.make-data" / ".tokenocr-make-data").write_text(json.dumps(settings))
+    plain = _cli(pdf, "--model", DEMO_MODEL, "--output", "third", cwd=tmp_path)
+    assert plain.returncode == 1 and "continue it with --resume" in plain.stderr
+    other = _cli(pdf, "--model", DEMO_MODEL, "--output", "third", "--resume", "--dpi", "72", cwd=tmp_path)
+    assert other.returncode == 1 and "other settings (dpi)" in other.stderr and "'.third.make-data'" in other.stderr
+    same = _cli(pdf, "--model", DEMO_MODEL, "--output", "third", "--resume", "--dpi", "100", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert len(read_metadata(tmp_path / "third")) == 2 and not (tmp_path / ".third.make-data").exists()
     bad = _cli(tmp_path / "nothing.pdf", "--model", DEMO_MODEL, "--output", "x", cwd=tmp_path)
     assert bad.returncode == 1 and "does not exist" in bad.stderr and not (tmp_path / "x").exists()
 

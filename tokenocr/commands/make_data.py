@@ -42,7 +42,7 @@ def plan(args):
         if earlier != settings:
             changed = ", ".join(key for key in settings if settings[key] != earlier.get(key))
             raise OutputError(f"--resume: the interrupted run used other settings ({changed}); run it with the same "
-                              "arguments or remove '{building.name}'")
+                              f"arguments or remove '{building.name}'")
     elif args.resume:
         raise OutputError(f"--resume: there is no interrupted make-data run for '{args.output}' to continue")
     return pdfs, output, building, settings
