@@ -54,3 +54,21 @@ def test_a_resumed_search_with_nothing_left_says_so_before_loading_the_model(tmp
     capsys.readouterr()
     assert main([*arguments, "--resume"]) == 0
     assert "nothing to do: all 1 pages were scored already" in capsys.readouterr().err
+
+
+def test_a_pdf_page_past_the_end_is_refused_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    from test_make_data import LINES, write_pdf
+
+    pdf = write_pdf(tmp_path / "two.pdf", [{"lines": LINES}, {"lines": LINES}])
+    script = (
+        "import sys\nfrom tokenocr.cli import main\n"
+        f"code = main(['similarity', '--model', 'm', '--image', {str(pdf)!r}, '--pages', '2-3', '--query', 'x', "
+        "'--out', 'o'])\n"
+        "print(code, sorted(name for name in ('torch', 'transformers') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "1 []", result.stderr
+    assert "has 2 pages; pages 2-3 were asked for" in result.stderr and result.stderr.count("\n") == 1

@@ -55,9 +55,7 @@ def check_readable(path: str, pages: str | None) -> int:
     with open(path, "rb") as file:
         is_pdf = file.read(5) == b"%PDF-"
     if is_pdf:
-        from ..processing.image_processing_tokenocr import pdf_page_numbers
-
-        return len(pdf_page_numbers(path, pages))  # a damaged PDF or pages past its end: a ValueError naming it
+        return pdf_pages_asked(path, pages)  # a damaged PDF or pages past its end: a ValueError naming it
     try:
         with Image.open(path):
             return 1
@@ -65,6 +63,36 @@ def check_readable(path: str, pages: str | None) -> int:
         raise ValueError(f"--image '{display_name(path)}' is too large to decode safely ({error})") from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"--image '{display_name(path)}' is neither an image nor a PDF that can be read ({error})") from None
+
+
+def pdf_pages_asked(path: str, pages: str | None) -> int:
+    """
+    How many pages of the PDF at `path` the `pages` ranges select, with pypdfium2 alone (no torch, no transformers:
+    a page past the end is refused in a moment). Raises `ValueError` for a damaged or encrypted file or such a page.
+    """
+    from ..processing.settings_tokenocr import parse_pages
+
+    try:
+        import pypdfium2
+    except ImportError as error:
+        raise ImportError("Reading PDFs needs pypdfium2: pip install pypdfium2") from error
+    try:
+        document = pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError as error:
+        raise ValueError(f"Cannot read PDF '{display_name(path)}': {error} (damaged, or encrypted with a password)") from None
+    try:
+        count = len(document)
+    finally:
+        document.close()
+    if count == 0:
+        raise ValueError(f"PDF '{display_name(path)}' has no pages.")
+    total = 0
+    for first, last in parse_pages(pages) or [(1, None)]:
+        last = count if last is None else last
+        if first > count or last > count:
+            raise ValueError(f"PDF '{display_name(path)}' has {count} pages; pages {first}-{last} were asked for.")
+        total += last - first + 1
+    return total
 
 
 def check_inputs(args) -> int:
