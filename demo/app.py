@@ -335,16 +335,39 @@ class PageRequest:
         return f"page {self.page_number} of {name}" if self.kind == "pdf" else name
 
 
+def _whole_page_number(value) -> int:
+    """A PDF page number as the command line takes it: a whole number from 1 (2.7, inf, NaN and -1 are refused)."""
+    if value in (None, ""):
+        return 1
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or number < 1:
+        raise DemoError(f"the page number must be a whole number from 1, got {value!r}")
+    return int(number)
+
+
+def checked_threshold(value, default: float) -> float:
+    """The mask threshold as the command line takes it: a number in [-1, 1] (NaN and infinity refused)."""
+    if value in (None, ""):
+        return default
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = math.nan
+    if not -1.0 <= threshold <= 1.0:  # also false for NaN
+        raise DemoError(f"the threshold must be a number between -1 and 1, got {value!r}")
+    return threshold
+
+
 def page_request(image, pdf, page_number, allowed_dirs) -> PageRequest:
     """The page to analyse: a PDF's page when a PDF is given, else the image; only files in `allowed_dirs`."""
     pdf_path, image_path = _file_path(pdf), _file_path(image)
     pdf_path = checked_file(pdf_path, allowed_dirs) if pdf_path else None
     image_path = checked_file(image_path, allowed_dirs) if image_path else None
     if pdf_path:
-        try:
-            number = int(page_number) if page_number not in (None, "") else 1
-        except (TypeError, ValueError):
-            raise DemoError(f"the page number must be a whole number, got {page_number!r}") from None
+        number = _whole_page_number(page_number)
         return PageRequest("pdf", pdf_path, number)
     if image_path:
         return PageRequest("image", image_path, 1)
@@ -573,13 +596,14 @@ class DemoApp:
             raise DemoError("type the text to find (the query is empty)")
         if len(query) > MAX_QUERY_CHARACTERS:
             raise DemoError(f"the query is {len(query)} characters long; the demo takes at most {MAX_QUERY_CHARACTERS}")
+        given = checked_threshold(threshold, None)  # refused before any model loads
         request = page_request(image, pdf, page_number, self.allowed_dirs)
         spec = spec or self.specs[0]
         if progress is not None:
             progress(0.0, desc=f"Loading {spec}")
         loaded = self.pool.get(spec)
         # No threshold given: the model's own (stored with its image processor; 0.2 for the released models).
-        threshold = loaded.processor.image_processor.mask_threshold if threshold in (None, "") else float(threshold)
+        threshold = loaded.processor.image_processor.mask_threshold if given is None else given
         entry, vision_seconds = self.page_features(loaded, request, progress)
         start = time.perf_counter()
         tokens, token_ids, maps = score_query(loaded, entry, query)

@@ -331,3 +331,18 @@ def test_a_very_wide_page_and_a_query_with_a_newline_are_answered(client, tmp_pa
         assert max(view.size) <= 16383
     gallery, strip, *_ = run(client, image=SAMPLE_PAGE, query="Invoice\ntotal")
     assert "'\\n'" in [item["caption"].split("  ")[0] for item in gallery]
+
+
+@pytest.mark.parametrize("threshold, page, message", [
+    (float("nan"), 1, "threshold"), (float("inf"), 1, "threshold"), (-5, 1, "threshold"), ("abc", 1, "threshold"),
+    (0.2, 2.7, "page number"), (0.2, float("inf"), "page number"), (0.2, 0, "page number"), (0.2, "x", "page number"),
+])
+def test_the_demo_refuses_what_the_command_line_refuses(tmp_path, threshold, page, message):
+    pdf = tmp_path / "two.pdf"
+    make_pdf(pdf, [(300, 200), (300, 200)])
+    demo = app_module.DemoApp([MODEL], allowed_dirs=[tmp_path])
+    try:
+        with pytest.raises(app_module.DemoError, match=message):
+            demo.run(None, str(pdf), page, "Invoice", threshold, MODEL)
+    finally:
+        demo.close()
