@@ -248,46 +248,64 @@ def remote_code_files() -> list[Path]:
     return files
 
 
+def _without_auto_map(data: dict) -> None:
+    data.pop("auto_map", None)
+    if isinstance(data.get("image_processor"), dict):
+        data["image_processor"].pop("auto_map", None)
+
+
 def _update_json(file: Path, change) -> None:
     data = json.loads(file.read_text(encoding="utf-8"))
     change(data)
     file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
+def write_configs(config, dtype: torch.dtype, processor, folder: Path, remote_code: bool = True) -> None:
     """
     config.json, processor and tokenizer files, with `auto_map`s pointing at the copied remote code. Written here
     rather than by `register_for_auto_class` + `save_pretrained`: the converter never builds the model (its weights
     are streamed shard by shard under a memory bound), and transformers copies only the files a class's module
     imports, which leaves out the pipeline (`custom_pipelines`); `REMOTE_CODE_FILES` lists every file that travels,
-    and `tests/test_convert.py` loads the result with transformers alone.
+    and `tests/test_convert.py` loads the result with transformers alone. With `remote_code=False` (the folders in
+    the repository's `models/`, used with the package) no code is copied and no `auto_map` points at any;
+    `tokenocr export` makes such a folder hub-ready.
     """
     config_dict = config.to_dict()
+    config_dict["_name_or_path"] = ""  # where this copy was loaded from is nobody's business
     config_dict["dtype"] = str(dtype).replace("torch.", "")
     config_dict["architectures"] = ["TokenOCRModel"]
-    config_dict["auto_map"] = {
-        "AutoConfig": "configuration_tokenocr.TokenOCRConfig",
-        "AutoModel": "modeling_tokenocr.TokenOCRModel",
-    }
-    config_dict["custom_pipelines"] = {
-        PIPELINE_TASK: {"impl": "pipeline_tokenocr.TokenSimilarityPipeline", "pt": ["AutoModel"], "tf": [],
-                        "type": "multimodal"}
-    }
-    (folder / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
+    for key in ("auto_map", "custom_pipelines"):
+        config_dict.pop(key, None)
     image_auto_map = {
         "AutoImageProcessor": "image_processing_tokenocr.TokenOCRImageProcessor",
         "AutoProcessor": "processing_tokenocr.TokenOCRProcessor",
     }
+    if remote_code:
+        config_dict["auto_map"] = {
+            "AutoConfig": "configuration_tokenocr.TokenOCRConfig",
+            "AutoModel": "modeling_tokenocr.TokenOCRModel",
+        }
+        config_dict["custom_pipelines"] = {
+            PIPELINE_TASK: {"impl": "pipeline_tokenocr.TokenSimilarityPipeline", "pt": ["AutoModel"], "tf": [],
+                            "type": "multimodal"}
+        }
+    (folder / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     processor.image_processor.save_pretrained(folder)
     processor.save_pretrained(folder)
-    _update_json(folder / "preprocessor_config.json", lambda data: data.update(auto_map=image_auto_map))
+
+    def preprocessor_auto_map(data):
+        data.pop("auto_map", None)
+        if remote_code:
+            data["auto_map"] = image_auto_map
 
     def processor_auto_map(data):
-        data["auto_map"] = {"AutoProcessor": "processing_tokenocr.TokenOCRProcessor"}
-        if isinstance(data.get("image_processor"), dict):
-            data["image_processor"]["auto_map"] = image_auto_map
+        _without_auto_map(data)
+        if remote_code:
+            data["auto_map"] = {"AutoProcessor": "processing_tokenocr.TokenOCRProcessor"}
+            if isinstance(data.get("image_processor"), dict):
+                data["image_processor"]["auto_map"] = image_auto_map
 
+    _update_json(folder / "preprocessor_config.json", preprocessor_auto_map)
     _update_json(folder / "processor_config.json", processor_auto_map)
     tokenizer = processor.tokenizer
     special = {
@@ -297,8 +315,9 @@ def write_configs(config, dtype: torch.dtype, processor, folder: Path) -> None:
     }
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
     _update_json(folder / "tokenizer_config.json", lambda data: data.update(add_bos_token=True, add_eos_token=False))
-    for file in remote_code_files():
-        shutil.copyfile(file, folder / file.name)
+    if remote_code:
+        for file in remote_code_files():
+            shutil.copyfile(file, folder / file.name)
 
 
 # ------------------------------------------------------------------------------------------ verification
@@ -445,4 +464,29 @@ def convert(
         move_into_place(building, destination)
     print(f"{PROGRAM}: {total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights verified",
           file=sys.stderr)
+    return destination
+
+
+def export(source: str, output: str, force: bool = False) -> Path:
+    """
+    A hub-ready copy of a TokenOCR model folder (the repository's `models/` folders carry no code): its weights,
+    configs, tokenizer and card, plus the remote code and the `auto_map`s that let transformers alone load it with
+    `trust_remote_code=True`. The model is loaded with the installed classes (nothing from `source` runs). `output`
+    appears only once complete; an existing one is replaced only with `force` and only when it is an earlier
+    converted or exported folder. Returns its path.
+    """
+    from ..loading import is_original_folder, load_model_and_processor
+
+    if Path(source).is_dir() and is_original_folder(Path(source)):
+        raise ConversionError(f"'{source}' is an original checkpoint: convert it with tokenocr-convert")
+    destination = check_output_location(output, [source], "--output")
+    check_replaceable(destination, force, foreign_entries, "--output")
+    model, processor = load_model_and_processor(source)
+    with building_folder(destination, PROGRAM) as building:
+        model.save_pretrained(building)
+        write_configs(model.config, next(model.parameters()).dtype, processor, building)
+        card = Path(source) / "README.md"
+        if card.is_file():
+            shutil.copyfile(card, building / "README.md")
+        move_into_place(building, destination)
     return destination

@@ -127,7 +127,7 @@ def main(argv=None):
     facts, evaluation = recipe.demo_card_text(figures, training_facts(trainer, recipe.POLICY))
     with building_folder(output, "train_demo_model") as building:
         save_trained_model(trainer, processor, building, threshold=threshold, evaluation=evaluation, facts=facts,
-                           title=recipe.DEMO_TITLE)
+                           title=recipe.DEMO_TITLE, remote_code=False)
         move_into_place(building, output)
     print(f"wrote {output}")
 

@@ -173,7 +173,7 @@ def finish(args, trainer, processor, pages: Path, minutes: float) -> None:
     facts, evaluation = recipe_documents.card_text(figures, training_facts(trainer, recipe_documents.POLICY))
     with building_folder(args.output.absolute(), "train_document_model") as building:
         save_trained_model(trainer, processor, building, threshold=threshold, evaluation=evaluation, facts=facts,
-                           title=recipe_documents.TITLE)
+                           title=recipe_documents.TITLE, remote_code=False)
         move_into_place(building, args.output.absolute())
     print(f"wrote {args.output}")
 

@@ -92,3 +92,12 @@ def trained_folder_report(folder: str, image: str, query: str) -> dict:
     return {"model_module": type(finder.model).__module__, "threshold": finder.processor.image_processor.mask_threshold,
             "tokens": [token["token_id"] for token in tokens],
             "maps": [token["similarity"].tolist() for token in tokens]}
+
+
+def query_report(repo: str, image: str, query: str) -> dict:
+    """The `token-similarity` pipeline of `repo` (its remote code) at the query level on `image`."""
+    from transformers import pipeline
+
+    finder = pipeline("token-similarity", model=repo, trust_remote_code=True)
+    found = finder(image, query, level="query", return_visuals=False)
+    return {"pipeline_module": type(finder).__module__, "score": found["score"], "boxes": found["boxes"]}

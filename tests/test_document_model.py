@@ -63,11 +63,10 @@ def test_the_document_model_points_at_held_out_words(finder):
     assert with_box / total >= 0.55, (with_box, total)
 
 
-def test_the_document_model_is_a_complete_model_folder():
-    for file in remote_code_files():
-        assert filecmp.cmp(file, MODEL / file.name, shallow=False), f"{file.name} is stale: rebuild the folder"
+def test_the_document_model_is_a_model_folder_without_code():
+    assert not list(MODEL.glob("*.py"))  # the package's classes run it; `tokenocr export` adds the remote code
     config = json.loads((MODEL / "config.json").read_text())
-    assert config["vision_config"]["model_type"] == "resnet" and "token-similarity" in config["custom_pipelines"]
+    assert config["vision_config"]["model_type"] == "resnet" and "auto_map" not in config
     processor = json.loads((MODEL / "preprocessor_config.json").read_text())
     assert processor["do_tiling"] is False and processor["feature_stride"] == 16 and processor["max_side"] >= 1700
     card = (MODEL / "README.md").read_text()
@@ -98,3 +97,26 @@ def test_the_readmes_first_command_finds_the_word_on_the_sample_page(tmp_path):
         left, top, right, bottom = query["boxes"][0]
         assert inside(((left + right) / 2, (top + bottom) / 2), occurrences, margin=4), (query["query"], query["boxes"])
         assert (tmp_path / "results" / query["picture"]).is_file()
+
+
+@pytest.mark.slow
+def test_an_export_loads_with_transformers_alone_and_finds_the_same_boxes(tmp_path):
+    from hub_cache import add_to_hub_cache, report_as_hub_user
+
+    from tokenocr.cli import main
+
+    export = tmp_path / "export"
+    assert main(["export", str(MODEL), "--output", str(export)]) == 0
+    for file in remote_code_files():
+        assert filecmp.cmp(file, export / file.name, shallow=False), file.name
+    config = json.loads((export / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel"} and "token-similarity" in config["custom_pipelines"]
+    assert config["_name_or_path"] == "" and (export / "README.md").read_text() == (MODEL / "README.md").read_text()
+    page = str(ROOT / "demo" / "examples" / "document_page.png")
+    add_to_hub_cache(tmp_path / "cache", "org/TokenOCR-tiny-documents", export)
+    report = report_as_hub_user("query_report", ["org/TokenOCR-tiny-documents", page, "February"], tmp_path / "cache",
+                                tmp_path)
+    assert not report["pipeline_module"].startswith("tokenocr")  # the folder's own code ran
+    installed = load_pipeline(str(MODEL))(page, "February", level="query", return_visuals=False)
+    assert report["boxes"] == installed["boxes"] and report["score"] == pytest.approx(installed["score"], abs=1e-5)
+    assert main(["export", str(MODEL), "--output", str(export)]) == 1  # an existing output needs --force

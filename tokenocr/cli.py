@@ -8,6 +8,7 @@ The `tokenocr` and `tokenocr-convert` commands: argument parsing, and one-line e
     tokenocr train --model M --data DATASET --output DIR [--policy original|vision|all] [--resume] ...
     tokenocr evaluate --model M --data DATASET [--threshold T] [--k K] [--json FILE]
     tokenocr make-data PDF [PDF ...] --model M --output DIR [--pages RANGES] [--dpi N] [--augment scan|photo] [--resume]
+    tokenocr export MODEL --output DIR [--force]   (a model folder made hub-ready: remote code and auto_map added)
     tokenocr convert ...            (the same as tokenocr-convert)
     tokenocr-convert --input SRC --output DST [--dtype ...] [--max-shard-size SIZE] [--force] [--tokenizer ...] ...
 
@@ -305,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
         "layer, encrypted or damaged files are skipped and counted.",
     )
     add_make_data_arguments(make_data)
+    export = commands.add_parser(
+        "export", help="make a TokenOCR model folder hub-ready (remote code and auto_map added)",
+        description="Copy a TokenOCR model folder (e.g. models/tokenocr-tiny-documents, a tokenocr train output) with "
+        "the remote code and auto_map that let transformers alone load it with trust_remote_code=True.",
+    )
+    export.add_argument("model", metavar="MODEL", help="TokenOCR model folder or hub repo id")
+    export.add_argument("--output", required=True, metavar="DIR", help="folder to create")
+    export.add_argument("--force", action="store_true", help="replace --output if it is an earlier converted folder")
     convert = commands.add_parser("convert", help="the same as tokenocr-convert",
                                   description="Convert an original TokenOCR checkpoint into a hub-ready folder.")
     add_convert_arguments(convert)
@@ -377,6 +386,12 @@ def _run_make_data(args) -> str:
     return make_data.run(args)
 
 
+def _run_export(args) -> str:
+    from .conversion.convert import export
+
+    return f"wrote {export(args.model, args.output, args.force)}"
+
+
 def _run_convert(args) -> str:
     from .conversion.convert import convert
 
@@ -388,6 +403,7 @@ def _run_convert(args) -> str:
 _COMMANDS = {
     "similarity": _run_similarity, "search": _run_search, "demo": _run_demo, "train": _run_train,
     "evaluate": _run_evaluate, "convert": _run_convert, "make-data": _run_make_data,
+    "export": _run_export,
 }
 # What an interrupt leaves behind: nothing, except where a command says otherwise.
 _NOTHING_WRITTEN = "interrupted; nothing was written"

@@ -248,11 +248,13 @@ def training_facts(trainer: TokenOCRTrainer, policy: str | None = None) -> list[
 
 
 def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str], evaluation: str | None = None,
-                       threshold: float | None = None, weights: bool = True, title: str | None = None) -> None:
+                       threshold: float | None = None, weights: bool = True, title: str | None = None,
+                       remote_code: bool = True) -> None:
     """
     Make `folder` the folder a conversion writes: weights (unless `weights=False`, when they are already there),
     `config.json` with `auto_map` and `custom_pipelines`, the remote code, the processor and tokenizer files
-    (`mask_threshold` set to `threshold` when given) and a model card of `facts` and `evaluation`.
+    (`mask_threshold` set to `threshold` when given) and a model card of `facts` and `evaluation`. With
+    `remote_code=False` no code and no `auto_map` (the repository's `models/` folders; `tokenocr export` adds them).
     """
     from ..conversion.convert import write_configs
     from ..conversion.model_card import render_trained_card
@@ -263,7 +265,7 @@ def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str],
     if weights:
         core.save_pretrained(folder)
     folder = Path(folder)
-    write_configs(core.config, next(core.parameters()).dtype, processor, folder)
+    write_configs(core.config, next(core.parameters()).dtype, processor, folder, remote_code)
     render_trained_card(core.config, processor, folder, facts, evaluation, title=title)
 
 
@@ -282,7 +284,8 @@ class ModelFolderCallback(TrainerCallback):
 
 
 def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir, threshold: float | None = None,
-                       evaluation: str | None = None, facts: list[str] | None = None, title: str | None = None) -> None:
+                       evaluation: str | None = None, facts: list[str] | None = None, title: str | None = None,
+                       remote_code: bool = True) -> None:
     """
     Save the trained model as a complete model folder ([`write_model_folder`]): it loads with `AutoModel`, and with
     `pipeline("token-similarity", model=output_dir, trust_remote_code=True)` with transformers alone.
@@ -291,4 +294,5 @@ def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir, threshol
         model = trainer.accelerator.unwrap_model(trainer.model)
         core = model.tokenocr if isinstance(model, TokenOCRForTokenAlignment) else model
         facts = training_facts(trainer, getattr(trainer, "policy", None)) if facts is None else facts
-        write_model_folder(core, processor, output_dir, facts, evaluation, threshold, title=title)
+        write_model_folder(core, processor, output_dir, facts, evaluation, threshold, title=title,
+                           remote_code=remote_code)
