@@ -467,20 +467,31 @@ def convert(
     return destination
 
 
+EXPORT_MARKER = ".tokenocr-export"  # written only by `export`: how `--force` knows an earlier export
+
+
+def export_foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` an earlier `tokenocr export` did not write (everything, without its marker)."""
+    marker = folder / EXPORT_MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return sorted(entry.name for entry in folder.iterdir()) or [f"no {EXPORT_MARKER}"]
+    return [name for name in foreign_entries(folder) if name != EXPORT_MARKER]
+
+
 def export(source: str, output: str, force: bool = False) -> Path:
     """
     A hub-ready copy of a TokenOCR model folder (the repository's `models/` folders carry no code): its weights,
     configs, tokenizer and card, plus the remote code and the `auto_map`s that let transformers alone load it with
     `trust_remote_code=True`. The model is loaded with the installed classes (nothing from `source` runs). `output`
-    appears only once complete; an existing one is replaced only with `force` and only when it is an earlier
-    converted or exported folder. Returns its path.
+    appears only once complete; an existing one is replaced only with `force` and only when it is an earlier export
+    (recognised by the marker only `export` writes, `EXPORT_MARKER`). Returns its path.
     """
     from ..loading import is_original_folder, load_model_and_processor
 
     if Path(source).is_dir() and is_original_folder(Path(source)):
         raise ConversionError(f"'{source}' is an original checkpoint: convert it with tokenocr-convert")
     destination = check_output_location(output, [source], "--output")
-    check_replaceable(destination, force, foreign_entries, "--output")
+    check_replaceable(destination, force, export_foreign_entries, "--output")
     model, processor = load_model_and_processor(source)
     with building_folder(destination, PROGRAM) as building:
         model.save_pretrained(building)
@@ -488,5 +499,6 @@ def export(source: str, output: str, force: bool = False) -> Path:
         card = Path(source) / "README.md"
         if card.is_file():
             shutil.copyfile(card, building / "README.md")
+        (building / EXPORT_MARKER).write_text(json.dumps({"program": "tokenocr export"}) + "\n", encoding="utf-8")
         move_into_place(building, destination)
     return destination

@@ -2,7 +2,8 @@
 
     python examples/documents/make_documents.py --output docs-train --split train --count 360 --seed 1
     python examples/documents/make_documents.py --output docs-heldout --split heldout --count 30 --seed 2
-    python examples/train_document_model.py --pdfs docs-train --heldout docs-heldout --work doc-work --output MODEL
+    python examples/train_document_model.py --pdfs docs-train --heldout docs-heldout --work doc-work --steps 4000 \
+        --output MODEL
 
 Every setting and seed is in `tokenocr.training.recipe_documents`. `--work` (created by this script and reused when
 it is run again with the same folder) holds the tokenizer, the token-mask pages, the training windows and the
@@ -51,32 +52,27 @@ def prepare_pages(pdf_folder: Path, work: Path, name: str, tokenizer, renditions
     return done
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pdfs", required=True, type=Path, help="folder of training PDFs")
     parser.add_argument("--heldout", required=True, type=Path, help="folder of held-out PDFs (other kinds)")
     parser.add_argument("--work", required=True, type=Path)
     parser.add_argument("--output", type=Path, help="where the finished model goes (new); omit to only train")
-    parser.add_argument("--steps", type=int, default=6000, help="optimizer steps of the schedule")
+    parser.add_argument("--steps", type=int, default=4000, help="optimizer steps of the schedule (default: 4000)")
     parser.add_argument("--minutes", type=float, default=None, help="stop this run after this much training")
     parser.add_argument("--compare", type=Path, default=Path("models/tokenocr-tiny-synthetic"),
                         help="the model measured beside it (default: the synthetic demonstration model)")
-    args = parser.parse_args(argv)
-    if args.output is not None and args.output.exists():
-        raise SystemExit(f"error: --output '{args.output}' already exists")
-    claim_work_folder(args.work)
+    return parser.parse_args(argv)
 
-    import torch
+
+def prepare_data(args):
+    """`(processor, pages folder, training windows dataset)`, each made once in `--work` and then reused."""
     from huggingface_hub.utils import tqdm
-    from transformers import TrainerCallback
 
     from tokenocr import TokenOCRProcessor
-    from tokenocr.modeling import TokenOCRForTokenAlignment
     from tokenocr.training import recipe_documents as recipe
     from tokenocr.training.data import load_token_mask_dataset
-    from tokenocr.training.train import build_trainer, default_training_arguments
 
-    torch.set_num_threads(2)
     if (args.work / "processor" / "tokenizer.json").is_file():
         processor = TokenOCRProcessor.from_pretrained(args.work / "processor")
     else:
@@ -90,7 +86,17 @@ def main(argv=None):
                                     progress=lambda records: tqdm(records, desc="windows", unit="page"))
         (args.work / "train-windows.partial").rename(windows)
         print(f"{count} training windows", flush=True)
-    dataset = load_token_mask_dataset(windows)
+    return processor, pages, load_token_mask_dataset(windows)
+
+
+def document_trainer(args, processor, dataset, started: float):
+    """The recipe's model and `Trainer`, stopping (with a checkpoint) once `--minutes` have passed since `started`."""
+    import torch
+    from transformers import TrainerCallback
+
+    from tokenocr.modeling import TokenOCRForTokenAlignment
+    from tokenocr.training import recipe_documents as recipe
+    from tokenocr.training.train import build_trainer, default_training_arguments
 
     torch.manual_seed(recipe.MODEL_SEED)
     model = TokenOCRForTokenAlignment(recipe.document_config(len(processor.tokenizer)))
@@ -104,7 +110,6 @@ def main(argv=None):
         merge_repeated_tokens=True, loss_weights=recipe.LOSS_WEIGHTS, seg_logit_scale=recipe.SEG_TEMPERATURE[0],
         seg_logit_bias=recipe.SEG_TEMPERATURE[1],
     )
-    started = time.time()
 
     class TimeLimit(TrainerCallback):
         def on_step_end(self, arguments, state, control, **kwargs):
@@ -112,6 +117,21 @@ def main(argv=None):
                 control.should_save = control.should_training_stop = True
 
     trainer.add_callback(TimeLimit())
+    return trainer
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.output is not None and args.output.exists():
+        raise SystemExit(f"error: --output '{args.output}' already exists")
+    claim_work_folder(args.work)
+
+    import torch
+
+    torch.set_num_threads(2)
+    processor, pages, dataset = prepare_data(args)
+    started = time.time()
+    trainer = document_trainer(args, processor, dataset, started)
     resume = any((args.work / "checkpoints").glob("checkpoint-*/trainer_state.json")) or None
     trainer.train(resume_from_checkpoint=resume)
     minutes = (time.time() - started) / 60

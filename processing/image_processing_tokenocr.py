@@ -23,7 +23,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 from .settings_tokenocr import (
     DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_PDF_PAGE_PIXELS, MAX_TILES, MIN_TILES, RESNET_STRIDE,
     UPSAMPLING,
-    check_max_side, check_threshold, check_tiles, parse_pages,
+    check_max_side, check_threshold, check_tiles, selected_pdf_pages,
 )
 
 
@@ -183,21 +183,11 @@ def _open_pdf(source):
     return document, name
 
 
-def _selected_pages(count: int, pages: str | None, name: str) -> list[int]:
-    numbers = []
-    for first, last in parse_pages(pages) or [(1, None)]:
-        last = count if last is None else last
-        if first > count or last > count:
-            raise ValueError(f"PDF {name} has {count} pages; pages {first}-{last} were asked for.")
-        numbers.extend(range(first, last + 1))
-    return numbers
-
-
 def pdf_page_numbers(source, pages: str | None = None) -> list[int]:
     """The 1-based numbers of the `pages` selected (`"1-3,7"`, default all) in a PDF (a path or its bytes)."""
     document, name = _open_pdf(source)
     try:
-        return _selected_pages(len(document), pages, name)
+        return selected_pdf_pages(len(document), pages, name)
     finally:
         document.close()
 
@@ -217,7 +207,7 @@ def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI)
         raise ValueError(f"dpi must be between 18 and 1200, got {dpi!r}.")
     document, name = _open_pdf(source)
     try:
-        for number in _selected_pages(len(document), pages, name):
+        for number in selected_pdf_pages(len(document), pages, name):
             page = document[number - 1]
             try:
                 width, height = (round(side * dpi / 72) for side in page.get_size())

@@ -211,12 +211,7 @@ class TokenOCRProcessor(ProcessorMixin):
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(map(repr, LEVELS))}, got {level!r}.")
         threshold = self.image_processor.mask_threshold if threshold is None else check_threshold(threshold)
-        ids = input_ids.tolist() if hasattr(input_ids, "tolist") else [list(row) for row in input_ids]
-        ids = [ids] if ids and not isinstance(ids[0], list) else ids
-        if attention_mask is not None:
-            mask = attention_mask.tolist() if hasattr(attention_mask, "tolist") else attention_mask
-            mask = [mask] if mask and not isinstance(mask[0], list) else mask
-            ids = [[i for i, keep in zip(row, keep_row) if keep] for row, keep_row in zip(ids, mask)]
+        ids = _unpadded_ids(input_ids, attention_mask)
         sizes = np.asarray(image_sizes.tolist() if hasattr(image_sizes, "tolist") else image_sizes).reshape(-1, 2)
         if images is not None:  # one image or a list; paths, arrays and tensors are opened as the processor opens them
             images = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -224,23 +219,24 @@ class TokenOCRProcessor(ProcessorMixin):
         maps_per_image = self.post_process_similarity(similarity, grid_cols_rows, num_tiles, map_sizes)
         if len(sizes) != len(maps_per_image) or (images is not None and len(images) != len(sizes)):
             raise ValueError(f"Got maps of {len(maps_per_image)} images but {len(sizes)} image sizes.")
-        results = []
-        for index, (maps, (height, width)) in enumerate(zip(maps_per_image, sizes)):
-            shown = visual_image(images[index]) if images is not None else None
-            per_query = [
-                [self._token_result(maps[q, t], token_id, (int(width), int(height)), threshold, shown)
-                 for t, token_id in enumerate(query)]
-                for q, query in enumerate(ids)
-            ]
-            if level == "query":
-                whole = map_sizes is not None
-                scale = self.map_scale(maps.shape[-2:], (int(height), int(width)), whole)
-                texts = queries or [self.tokenizer.decode(query) for query in ids]
-                per_query = [self.query_result(text, tokens, maps[q, : len(tokens)], scale, (int(width), int(height)),
-                                               threshold, shown)
-                             for q, (text, tokens) in enumerate(zip(texts, per_query))]
-            results.append(per_query)
-        return results
+        texts = (queries or [self.tokenizer.decode(query) for query in ids]) if level == "query" else None
+        return [
+            self._image_results(maps, ids, (int(width), int(height)), threshold,
+                                visual_image(images[index]) if images is not None else None, texts, map_sizes is not None)
+            for index, (maps, (height, width)) in enumerate(zip(maps_per_image, sizes))
+        ]
+
+    def _image_results(self, maps, ids, image_size, threshold, shown, texts, whole) -> list:
+        """One image's results: per query its token list, or with `texts` (the query level) its query result."""
+        per_query = [
+            [self._token_result(maps[q, t], token_id, image_size, threshold, shown) for t, token_id in enumerate(query)]
+            for q, query in enumerate(ids)
+        ]
+        if texts is None:
+            return per_query
+        scale = self.map_scale(maps.shape[-2:], image_size[::-1], whole)
+        return [self.query_result(text, tokens, maps[q, : len(tokens)], scale, image_size, threshold, shown)
+                for q, (text, tokens) in enumerate(zip(texts, per_query))]
 
     def map_scale(self, map_size, image_size, whole: bool) -> tuple[float, float]:
         """
@@ -291,6 +287,17 @@ class TokenOCRProcessor(ProcessorMixin):
                 f"counts {counts} and {similarity.shape[-2]} tiles in similarity."
             )
         return [whole_image_map(similarity[..., index, :], size) for index, size in enumerate(sizes)]
+
+
+def _unpadded_ids(input_ids, attention_mask=None) -> list[list[int]]:
+    """Each query's ids as a list, padding (attention mask 0) left out; one unbatched query becomes a batch of one."""
+    ids = input_ids.tolist() if hasattr(input_ids, "tolist") else [list(row) for row in input_ids]
+    ids = [ids] if ids and not isinstance(ids[0], list) else ids
+    if attention_mask is not None:
+        mask = attention_mask.tolist() if hasattr(attention_mask, "tolist") else attention_mask
+        mask = [mask] if mask and not isinstance(mask[0], list) else mask
+        ids = [[i for i, keep in zip(row, keep_row) if keep] for row, keep_row in zip(ids, mask)]
+    return ids
 
 
 # prepare_query: see settings_tokenocr

@@ -121,3 +121,19 @@ def parse_pages(pages: str | None) -> list[tuple[int, int | None]] | None:
             raise ValueError(f"pages: '{part}' ends before it starts.")
         ranges.append((int(first), end))
     return ranges
+
+
+def selected_pdf_pages(count: int, pages: str | None, name: str) -> list[int]:
+    """
+    The 1-based page numbers `pages` (`"1-3,7"`, default all) selects in a PDF of `count` pages named `name`.
+
+    Raises:
+        ValueError: a selected page past the end (the message names the PDF and its page count).
+    """
+    numbers = []
+    for first, last in parse_pages(pages) or [(1, None)]:
+        last = count if last is None else last
+        if first > count or last > count:
+            raise ValueError(f"PDF {name} has {count} pages; pages {first}-{last} were asked for.")
+        numbers.extend(range(first, last + 1))
+    return numbers

@@ -7,6 +7,7 @@ model folder, and the README's first command finds a word on the sample page.
 import filecmp
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,8 @@ def test_an_export_loads_with_transformers_alone_and_finds_the_same_boxes(tmp_pa
     installed = load_pipeline(str(MODEL))(page, "February", level="query", return_visuals=False)
     assert report["boxes"] == installed["boxes"] and report["score"] == pytest.approx(installed["score"], abs=1e-5)
     assert main(["export", str(MODEL), "--output", str(export)]) == 1  # an existing output needs --force
+    assert main(["export", str(MODEL), "--output", str(export), "--force"]) == 0  # an earlier export: replaced
+    copy = tmp_path / "copy"
+    shutil.copytree(MODEL, copy)  # a model folder export did not make: never replaced, even with --force
+    assert main(["export", str(MODEL), "--output", str(copy), "--force"]) == 1
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in MODEL.iterdir())

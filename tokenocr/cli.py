@@ -247,6 +247,12 @@ def add_make_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
 
 
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="TokenOCR model folder or hub repo id")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to create")
+    parser.add_argument("--force", action="store_true", help="replace --output if it is an earlier export")
+
+
 def _installed_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -299,21 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure a TokenOCR model on a token-mask dataset (needs the train extra).",
     )
     add_evaluate_arguments(evaluate)
-    make_data = commands.add_parser(
+    add_make_data_arguments(commands.add_parser(
         "make-data", help="token masks from PDF text layers, as a token-mask dataset (train / evaluate read it)",
         description="Render PDF pages, read each character's box from the text layer, tokenise the page text with the "
         "model's tokenizer and write each token's mask (the union of its characters' boxes). Pages without a text "
         "layer, encrypted or damaged files are skipped and counted.",
-    )
-    add_make_data_arguments(make_data)
-    export = commands.add_parser(
+    ))
+    add_export_arguments(commands.add_parser(
         "export", help="make a TokenOCR model folder hub-ready (remote code and auto_map added)",
         description="Copy a TokenOCR model folder (e.g. models/tokenocr-tiny-documents, a tokenocr train output) with "
         "the remote code and auto_map that let transformers alone load it with trust_remote_code=True.",
-    )
-    export.add_argument("model", metavar="MODEL", help="TokenOCR model folder or hub repo id")
-    export.add_argument("--output", required=True, metavar="DIR", help="folder to create")
-    export.add_argument("--force", action="store_true", help="replace --output if it is an earlier converted folder")
+    ))
     convert = commands.add_parser("convert", help="the same as tokenocr-convert",
                                   description="Convert an original TokenOCR checkpoint into a hub-ready folder.")
     add_convert_arguments(convert)

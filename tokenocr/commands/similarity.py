@@ -70,29 +70,24 @@ def pdf_pages_asked(path: str, pages: str | None) -> int:
     How many pages of the PDF at `path` the `pages` ranges select, with pypdfium2 alone (no torch, no transformers:
     a page past the end is refused in a moment). Raises `ValueError` for a damaged or encrypted file or such a page.
     """
-    from ..processing.settings_tokenocr import parse_pages
+    from ..processing.settings_tokenocr import selected_pdf_pages
 
     try:
         import pypdfium2
     except ImportError as error:
         raise ImportError("Reading PDFs needs pypdfium2: pip install pypdfium2") from error
+    name = f"'{display_name(path)}'"
     try:
         document = pypdfium2.PdfDocument(path)
     except pypdfium2.PdfiumError as error:
-        raise ValueError(f"Cannot read PDF '{display_name(path)}': {error} (damaged, or encrypted with a password)") from None
+        raise ValueError(f"Cannot read PDF {name}: {error} (damaged, or encrypted with a password)") from None
     try:
         count = len(document)
     finally:
         document.close()
     if count == 0:
-        raise ValueError(f"PDF '{display_name(path)}' has no pages.")
-    total = 0
-    for first, last in parse_pages(pages) or [(1, None)]:
-        last = count if last is None else last
-        if first > count or last > count:
-            raise ValueError(f"PDF '{display_name(path)}' has {count} pages; pages {first}-{last} were asked for.")
-        total += last - first + 1
-    return total
+        raise ValueError(f"PDF {name} has no pages.")
+    return len(selected_pdf_pages(count, pages, name))
 
 
 def check_inputs(args) -> int:
