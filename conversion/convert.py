@@ -16,6 +16,7 @@ and leaves no partial DST. (The command line itself is parsed in `tokenocr.cli`;
 
 import gc
 import json
+import os
 import re
 import shutil
 import sys
@@ -27,10 +28,12 @@ import torch
 
 from ..constants import DTYPE_NAMES, HUB_ID_PATTERN
 from ..modeling import REMOTE_CODE_FILES as MODELING_FILES
-from ..outputs import building_folder, check_output_location, check_replaceable, move_into_place
+from ..outputs import (
+    PARTIAL_MARKER, OutputError, building_folder, check_output_location, check_replaceable, move_into_place,
+)
 from ..processing import REMOTE_CODE_FILES as PROCESSING_FILES
 from . import hub_check
-from .model_card import EXAMPLE_PAGE, EXAMPLE_PICTURE, SAMPLE_PAGE, SAMPLE_QUERY, render_card
+from .model_card import EXAMPLE_PAGE, EXAMPLE_PICTURE, SAMPLE_PAGE, SAMPLE_QUERY, check_repo_id, render_card
 from .original import OriginalCheckpoint, convert_tensors, is_skipped, load_checkpoint, plan_conversion
 from .weights import SAFETENSORS_DTYPES, first_line, read_weight_index
 
@@ -50,8 +53,12 @@ VERIFY_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e
 # --thorough-verification.
 R50_PROBE_SIZE, R50_THOROUGH_PROBE_SIZE = (420, 300), (1100, 850)
 
-# Everything a converted folder may hold: how an earlier output of this command is recognised (--force replaces
-# nothing else).
+# Written only by `tokenocr-convert`, last, into the folder it makes: the files it wrote and their sizes. How `--force`
+# recognises an earlier output of this command: a folder without it (a trained model, a copy of one in models/) or
+# with anything added or changed since is never replaced.
+CONVERT_MARKER = ".tokenocr-convert"
+
+# Everything a converted or exported folder may hold (an export whose marker lists no files is checked with it).
 CONVERTED_FILES = re.compile(
     r"config\.json|model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|preprocessor_config\.json"
     r"|processor_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|README\.md"
@@ -75,8 +82,70 @@ def parse_size(text: str) -> int:
     return size
 
 
+def write_marker(folder: Path, marker: str, program: str) -> None:
+    """Record in `folder/marker` every file the command wrote into `folder` (relative path -> size): written last,
+    just before the folder is moved into place."""
+    files = {
+        path.relative_to(folder).as_posix(): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+        and path.relative_to(folder).as_posix() not in (PARTIAL_MARKER, marker)
+    }
+    (folder / marker).write_text(json.dumps({"program": program, "files": files}, indent=2) + "\n", encoding="utf-8")
+
+
+def _marked_files(folder: Path, marker: str) -> dict[str, int] | None:
+    """The files `folder/marker` says the command wrote (path -> size); None without a readable marker (a link is
+    none), `{}` for a marker that lists no files."""
+    path = folder / marker
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    files = data.get("files", {}) if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(size, int) for size in files.values()):
+        return None
+    return files
+
+
+def marked_foreign_entries(folder: Path, marker: str, files: dict[str, int]) -> list[str]:
+    """What in `folder` is not one of the `files` its marker lists, as written: added files or folders, links, files
+    whose size changed since."""
+    written_folders = {parent.as_posix() for name in files for parent in Path(name).parents if parent != Path(".")}
+    foreign = []
+    for root, folders, names in os.walk(folder):  # links are not followed: a link is itself foreign
+        for name in sorted(folders + names):
+            path = Path(root) / name
+            relative = path.relative_to(folder).as_posix()
+            if relative == marker:
+                continue
+            if path.is_symlink():
+                foreign.append(relative)
+            elif path.is_dir():
+                if relative not in written_folders:
+                    foreign.append(relative)
+                    folders.remove(name)
+            elif relative not in files:
+                foreign.append(relative)
+            elif path.stat().st_size != files[relative]:
+                foreign.append(f"{relative} (changed since)")
+    return sorted(foreign)
+
+
+def convert_foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` an earlier `tokenocr-convert` did not write (see `CONVERT_MARKER`; `_check_arguments` has
+    refused a folder without the marker already)."""
+    files = _marked_files(folder, CONVERT_MARKER)
+    if files is None:
+        return sorted(entry.name for entry in folder.iterdir()) or [f"no {CONVERT_MARKER}"]
+    return marked_foreign_entries(folder, CONVERT_MARKER, files)
+
+
 def foreign_entries(folder: Path) -> list[str]:
-    """What in `folder` this converter did not write (empty for an earlier converted folder)."""
+    """What in `folder` neither the converter nor `export` would write, by names alone (empty for a folder that
+    looks converted); used for an export whose marker lists no files."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -163,9 +232,11 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
 
 
 def _progress(iterable, description: str, total: int | None = None, unit: str = "it"):
+    """A progress bar on a terminal only (`disable=None`), erased when done (`leave=False`): a log or a pipe gets no
+    bar fragments, so a failure there is one line."""
     from huggingface_hub.utils import tqdm
 
-    return tqdm(iterable, desc=description, total=total, unit=unit, file=sys.stderr, leave=False)
+    return tqdm(iterable, desc=description, total=total, unit=unit, file=sys.stderr, leave=False, disable=None)
 
 
 _SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
@@ -423,7 +494,12 @@ def _check_arguments(output: str, dtype: str | None, max_shard_size: str, force:
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     shard_bytes = parse_size(max_shard_size)
     destination = check_output_location(output, inputs, "--output")
-    check_replaceable(destination, force, foreign_entries, "--output")
+    if force and destination.is_dir() and _marked_files(destination, CONVERT_MARKER) is None:
+        raise OutputError(
+            f"--output '{destination}' was not written by {PROGRAM} (it has no {CONVERT_MARKER}, which only {PROGRAM} "
+            "writes), so --force will not replace it; choose another folder"
+        )
+    check_replaceable(destination, force, convert_foreign_entries, "--output")
     return destination, shard_bytes
 
 
@@ -441,9 +517,14 @@ def convert(
     """
     Convert `source` (a local original checkpoint folder or a hub repo id) into the hub-ready folder `output`.
     The folder appears only once it is complete and verified; an existing `output` is replaced only with `force`
-    and only when it is an earlier converted folder. `tokenizer` (a folder, a `tokenizer.model` file or a hub repo id)
-    replaces the source's own tokenizer (the original R50 release keeps it elsewhere). Returns its path.
+    and only when it is an earlier converted folder, as written (its `CONVERT_MARKER` lists every file in it, sizes
+    unchanged). `repo_id` and `space_id` must be hub repo ids (`owner/name`): the card's code and links name them.
+    `tokenizer` (a folder, a `tokenizer.model` file or a hub repo id) replaces the source's own tokenizer (the
+    original R50 release keeps it elsewhere). Returns its path.
     """
+    check_repo_id(repo_id, "--repo-id")
+    if space_id is not None:
+        check_repo_id(space_id, "--space-id")
     destination, shard_bytes = _check_arguments(output, dtype, max_shard_size, force, [source, tokenizer])
     folder, hub_id = resolve_source(source)
     if hub_id is not None:
@@ -461,6 +542,7 @@ def convert(
         write_configs(config, target_dtype, processor, building)
         difference = verify(checkpoint, building, processor, target_dtype, thorough_verification)
         render_card(config, target_dtype, processor, building, repo_id, hub_id, difference, space_id)
+        write_marker(building, CONVERT_MARKER, PROGRAM)
         move_into_place(building, destination)
     print(f"{PROGRAM}: {total / 1e6:.1f} MB of {str(target_dtype).replace('torch.', '')} weights verified",
           file=sys.stderr)
@@ -472,10 +554,12 @@ EXPORT_MARKER = ".tokenocr-export"  # written only by `export`: how `--force` kn
 
 def export_foreign_entries(folder: Path) -> list[str]:
     """What in `folder` an earlier `tokenocr export` did not write (everything, without its marker)."""
-    marker = folder / EXPORT_MARKER
-    if marker.is_symlink() or not marker.is_file():
+    files = _marked_files(folder, EXPORT_MARKER)
+    if files is None:
         return sorted(entry.name for entry in folder.iterdir()) or [f"no {EXPORT_MARKER}"]
-    return [name for name in foreign_entries(folder) if name != EXPORT_MARKER]
+    if files:
+        return marked_foreign_entries(folder, EXPORT_MARKER, files)
+    return [name for name in foreign_entries(folder) if name != EXPORT_MARKER]  # an export that listed no files
 
 
 def export(source: str, output: str, force: bool = False) -> Path:
@@ -499,6 +583,6 @@ def export(source: str, output: str, force: bool = False) -> Path:
         card = Path(source) / "README.md"
         if card.is_file():
             shutil.copyfile(card, building / "README.md")
-        (building / EXPORT_MARKER).write_text(json.dumps({"program": "tokenocr export"}) + "\n", encoding="utf-8")
+        write_marker(building, EXPORT_MARKER, "tokenocr export")
         move_into_place(building, destination)
     return destination

@@ -41,6 +41,26 @@ class CardError(ValueError):
     """The card cannot be rendered; the message is the one-line reason."""
 
 
+def check_repo_id(value: str, flag: str = "repo id") -> str:
+    """
+    `value` checked to be a hub repo id `owner/name` (`huggingface_hub.utils.validate_repo_id`'s rules: letters,
+    digits, `-`, `_`, `.`), as the card's code and links quote it; anything else (quotes, spaces, new lines, a URL) is
+    refused with a one-line `CardError` naming `flag`, before anything is written.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(value, str):
+        raise CardError(f"{flag} {value!r} is not a hub repo id (owner/name)")
+    try:
+        validate_repo_id(value)
+    except HFValidationError as error:
+        reason = " ".join(str(error).split())
+        raise CardError(f"{flag} {value!r} is not a hub repo id (owner/name): {reason}") from None
+    if "/" not in value:
+        raise CardError(f"{flag} {value!r} is not a hub repo id: give it as owner/name")
+    return value
+
+
 def default_space_id(repo_id: str) -> str:
     """The demo Space the card links to when none is given: `TokenOCR-demo` under the model repo's owner."""
     owner = repo_id.split("/")[0] if "/" in repo_id else repo_id
@@ -90,12 +110,16 @@ def render_card(
     makes them). Returns the card's path.
 
     Raises:
-        CardError: a template or the example picture is missing, or a template has an unknown placeholder.
+        CardError: `repo_id` or `space_id` is not a hub repo id (`check_repo_id`), a template or the example picture
+            is missing, or a template has an unknown placeholder.
     """
     folder = Path(folder)
     for name in (EXAMPLE_PICTURE, EXAMPLE_PAGE):
         if not (folder / name).is_file():
             raise CardError(f"the model card needs '{name}' in the converted folder; it was not made")
+    check_repo_id(repo_id, "--repo-id")
+    if space_id is not None:
+        check_repo_id(space_id, "--space-id")
     name = CARD_FOR_WIDTH.get(config.hidden_size, GENERIC_CARD) if config.is_internvit else R50_CARD
     base_model = base_model or RELEASED_SOURCES.get(name)
     space_id = space_id or default_space_id(repo_id)
@@ -173,6 +197,7 @@ __all__ = [
     "EXAMPLE_PICTURE",
     "SAMPLE_PAGE",
     "SAMPLE_QUERY",
+    "check_repo_id",
     "default_space_id",
     "render_card",
     "render_trained_card",

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..constants import DTYPE_NAMES, ORIGINAL_FIXED_LOGIT_BIAS, ORIGINAL_MODEL_TYPE, ORIGINAL_R50_FILES
+from ..loading import all_finite
 from ..modeling import TokenOCRConfig, TokenOCRModel
 from ..processing import TokenOCRImageProcessor, TokenOCRProcessor
 from ..processing.settings_tokenocr import MAX_TILES, MIN_TILES
@@ -78,6 +79,8 @@ _NAME_PAIRS = [
     ("vision_model.encoder.layers.{layer}.attn.qkv.{param}", "vision_tower.encoder.layer.{layer}.attention.q_proj.{param}"),
 ]
 _QKV_PARTS = ("q_proj", "k_proj", "v_proj")
+# BatchNorm's batch counter: an integer buffer that inference never reads, accepted when stored as a whole float.
+COUNTER_SUFFIX = ".num_batches_tracked"
 
 
 def template_regex(template: str) -> re.Pattern:
@@ -360,7 +363,9 @@ def _check_tensor(key: str, names: list[str], shape: tuple, stored: torch.dtype,
                 f"tensor '{key}' has shape {list(shape if len(names) == 1 else (shape[0] * 3, *shape[1:]))}, "
                 f"expected {list(want_shape if len(names) == 1 else (want_shape[0] * 3, *want_shape[1:]))}"
             )
-        if stored.is_floating_point != want_dtype.is_floating_point:
+        if stored.is_floating_point != want_dtype.is_floating_point and not (
+            name.endswith(COUNTER_SUFFIX) and stored.is_floating_point  # a checkpoint cast wholesale to a float dtype
+        ):
             kind = "a floating-point" if want_dtype.is_floating_point else "an integer"
             raise CheckpointError(f"tensor '{key}' is stored as {stored}, expected {kind} tensor")
     return tuple(shape)
@@ -382,7 +387,11 @@ def plan_conversion(
         if names is None:
             raise CheckpointError(f"unexpected tensor '{key}' in the checkpoint")
         shape = _check_tensor(key, names, shape, stored, expected)
-        out_dtype = dtype if dtype is not None and stored.is_floating_point else stored
+        want_dtype = expected[names[0]][1]
+        if not want_dtype.is_floating_point:  # an integer buffer: kept as stored, or as the model's when stored as float
+            out_dtype = want_dtype if stored.is_floating_point else stored
+        else:
+            out_dtype = dtype if dtype is not None else stored
         plan[key] = [(name, shape, out_dtype) for name in names]
         produced.update(names)
     missing = sorted({checkpoint.original_name(name) for name in set(expected) - produced})
@@ -399,17 +408,41 @@ def convert_tensors(
     """
     Yield TokenOCR `(name, tensor)` pairs following `plan` (from `plan_conversion`), one weight file at a time. With
     `copy=False` a tensor may be a view of a memory-mapped file, valid until the next one is yielded.
+
+    Each tensor is checked as it goes by (one pass, no second read): a floating-point one must hold only finite values
+    in the dtype it is converted to; a counter stored as a float (`num_batches_tracked` of a checkpoint cast wholesale
+    to bfloat16) must hold a whole non-negative number, and becomes the model's integer dtype.
     """
     for key, tensor in checkpoint.iter_tensors():
         parts = tensor.chunk(3, dim=0) if len(plan[key]) == 3 else [tensor]
         for (name, shape, out_dtype), part in zip(plan[key], parts):
             try:
+                if part.is_floating_point() and not out_dtype.is_floating_point:
+                    _check_counter(key, part)
                 converted = part.reshape(shape).to(out_dtype, copy=copy)
+                finite = all_finite(converted)
+            except CheckpointError:
+                raise
             except Exception as error:  # noqa: BLE001 - a truncated memory map shows up on first touch
                 raise CheckpointError(
                     f"cannot read tensor '{key}' from '{checkpoint.weight_map[key].name}': {first_line(error)}"
                 ) from error
+            if not finite:
+                overflow = f" once converted to {str(out_dtype).replace('torch.', '')}" if all_finite(part) else ""
+                raise CheckpointError(f"tensor '{key}' holds NaN or infinite values{overflow}; the checkpoint is broken")
             yield name, converted
+
+
+def _check_counter(key: str, tensor: torch.Tensor) -> None:
+    """A counter (`num_batches_tracked`) stored as a float: refused unless it holds whole non-negative numbers."""
+    values = tensor.double()
+    whole = (values >= 0) & (values < 2.0**63) & (values == values.round())  # NaN and infinity are neither
+    if not whole.all():
+        shown = values.reshape(-1)[:1].tolist()
+        raise CheckpointError(
+            f"tensor '{key}' is stored as {tensor.dtype} and holds {shown[0] if shown else 'nothing'}, "
+            "not a whole non-negative count"
+        )
 
 
 def resolve_dtype(dtype, checkpoint: OriginalCheckpoint) -> torch.dtype:

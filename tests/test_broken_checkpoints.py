@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from tokenocr.cli import convert_main
 from tokenocr.conversion import CheckpointError, load_original
+from tokenocr.conversion.convert import CONVERT_MARKER, write_marker
 
 from fixture_cases import FIXTURES
 from r50_helpers import R50, read_state, rewrite_state, split_into_parts
@@ -128,6 +129,10 @@ BROKEN = {
                     r"'upsample.1.running_mean' has shape \[65\], expected \[64\]"),
     "integer weight": (SEG, _tensors(lambda t: t.update({"ocr_mlp.1.bias": t["ocr_mlp.1.bias"].to(torch.int32)})),
                        "'ocr_mlp.1.bias' is stored as torch.int32, expected a floating-point tensor"),
+    "NaN weight": (SEG, _tensors(lambda t: t.update({"ocr_mlp.0.weight": torch.full_like(t["ocr_mlp.0.weight"], float("nan"))})),
+                   "tensor 'ocr_mlp.0.weight' holds NaN or infinite values"),
+    "fractional batch counter": (SEG, _tensors(lambda t: t.update({"upsample.1.num_batches_tracked": torch.tensor(7.5)})),
+                                 "'upsample.1.num_batches_tracked' is stored as torch.float32 and holds 7.5, not a whole"),
     "missing tokenizer.model": (SEG, lambda f: (f / "tokenizer.model").unlink(), "tokenizer.model"),
     "tokenizer.model not SentencePiece": (SEG, lambda f: (f / "tokenizer.model").write_bytes(b"\xff" * 50), "tokenizer.model"),
     "tokenizer_config not an object": (SEG, lambda f: (f / "tokenizer_config.json").write_text('"x"'), "tokenizer_config.json"),
@@ -175,10 +180,11 @@ def test_converter_names_the_problem_writes_nothing_and_keeps_an_earlier_output(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenocr-convert: error:") and re.search(message, lines[0]), lines
 
-    earlier = tmp_path / "earlier"  # looks like an earlier converted folder, so --force may replace it
+    earlier = tmp_path / "earlier"  # an earlier converted folder (its marker lists its files), so --force may replace it
     earlier.mkdir()
     (earlier / "config.json").write_text(json.dumps({"model_type": "tokenocr"}))
     (earlier / "model.safetensors").write_bytes(b"earlier weights")
+    write_marker(earlier, CONVERT_MARKER, "tokenocr-convert")
     kept = folder_digest(earlier)
     assert convert_main(["--input", str(folder), "--output", str(earlier), "--force"]) == 1
     assert folder_digest(earlier) == kept

@@ -43,7 +43,10 @@ def test_converted_folder_contents(converted, case_name, dtype):
         "settings_tokenocr.py",
     } <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".model"))]
-    assert not [n for n in names if n.startswith(".")]
+    assert [n for n in names if n.startswith(".")] == [convert_module.CONVERT_MARKER]  # nothing else hidden
+    marked = json.loads((folder / convert_module.CONVERT_MARKER).read_text())["files"]
+    assert set(marked) == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
+        convert_module.CONVERT_MARKER}
     expected = {None: "BF16", "float32": "F32"}[dtype]  # None: the source's, bfloat16
     assert stored_dtypes(folder) == {expected, "I64"}  # I64: BatchNorm's num_batches_tracked
 
@@ -220,6 +223,61 @@ def test_bad_arguments(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenocr-convert: error: argument --dtype: invalid choice: 'int8'")
     assert not (tmp_path / "o").exists()
+
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenocr-convert: error:"), lines
+    return lines[0]
+
+
+def test_force_never_replaces_a_model_folder_it_did_not_write(tmp_path, capsys):
+    """A copy of a shipped model (what `tokenocr train` writes too), and a folder holding only files with the names a
+    converted folder has: without the marker only the converter writes, --force replaces neither."""
+    from safety import folder_digest
+
+    trained = tmp_path / "trained"
+    shutil.copytree(MODELS / "tokenocr-tiny-synthetic", trained)
+    look_alike = tmp_path / "look-alike"
+    look_alike.mkdir()
+    (look_alike / "config.json").write_text(json.dumps({"model_type": "tokenocr"}))
+    (look_alike / "model.safetensors").write_bytes(b"someone's weights")
+    for folder in (trained, look_alike):
+        before = folder_digest(tmp_path)
+        assert main(["--input", str(SEG), "--output", str(folder), "--force"]) == 1
+        line = one_error_line(capsys)
+        assert f"was not written by tokenocr-convert (it has no {convert_module.CONVERT_MARKER}" in line
+        assert folder_digest(tmp_path) == before
+
+
+def test_force_refuses_an_earlier_output_changed_since(converted, tmp_path, capsys):
+    from safety import folder_digest
+
+    output = tmp_path / "converted"
+    shutil.copytree(converted("tiny_seg"), output)
+    with open(output / "README.md", "a") as card:
+        card.write("\nMy notes on this model.\n")
+    (output / "examples" / "my-page.png").write_bytes(b"mine")
+    before = folder_digest(tmp_path)
+    assert main(["--input", str(SEG), "--output", str(output), "--force"]) == 1
+    line = one_error_line(capsys)
+    assert "'README.md (changed since)'" in line and "'examples/my-page.png'" in line
+    assert folder_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--repo-id", 'org/x"); import os; os.system("echo hi'), ("--repo-id", "org/TokenOCR\n```"),
+    ("--repo-id", "TokenOCR"), ("--repo-id", "https://huggingface.co/org/x"), ("--space-id", "org/demo'<script>"),
+])
+def test_repo_ids_that_are_not_hub_ids_are_refused_before_anything_is_written(tmp_path, capsys, flag, value):
+    output = tmp_path / "out"
+    assert main(["--input", str(SEG), "--output", str(output), flag, value]) == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"tokenocr-convert: error: {flag} ") and "is not a hub repo id" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parse_size():

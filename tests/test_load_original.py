@@ -81,3 +81,57 @@ def test_source_folder_is_not_modified(tmp_path):
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     load_original(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_float_batch_counter_is_read_as_a_count(tmp_path, dtype):
+    """A checkpoint cast wholesale to bf16 stores BatchNorm's `num_batches_tracked` as a float: accepted as the
+    integer it holds, and the features are unchanged (inference never reads it)."""
+    folder = copy_checkpoint(SEG, tmp_path)
+    rewrite_safetensors(folder, lambda t: t.update({"upsample.1.num_batches_tracked": torch.tensor(384.0, dtype=dtype)}))
+    model, processor = load_original(folder)
+    counter = model.upsampler.batch_norm_1.num_batches_tracked
+    assert counter.dtype == torch.int64 and counter.item() == 384
+    case = Case("tiny_seg")
+    inputs = processor(images=str(case.image_path("doc_wide.png")), return_tensors="pt")
+    with torch.no_grad():
+        features = model.get_image_features(inputs["pixel_values"]).pooler_output
+    np.testing.assert_allclose(features.numpy(), case.expected("doc_wide.png")["features"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("value, shown", [(float("nan"), "nan"), (-2.0, "-2.0"), (2.5, "2.5"), (float("inf"), "inf")])
+def test_a_float_batch_counter_must_hold_a_whole_count(tmp_path, value, shown):
+    folder = copy_checkpoint(SEG, tmp_path)
+    rewrite_safetensors(folder, lambda t: t.update({"upsample.3.num_batches_tracked": torch.tensor(value)}))
+    with pytest.raises(CheckpointError) as error:
+        load_original(folder)
+    message = str(error.value)
+    assert "\n" not in message and "'upsample.3.num_batches_tracked'" in message and shown in message
+    assert "not a whole non-negative count" in message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    folder = copy_checkpoint(SEG, tmp_path)
+
+    def poison(tensors):
+        tensors["ocr_mlp.3.weight"] = tensors["ocr_mlp.3.weight"].clone()
+        tensors["ocr_mlp.3.weight"][1, 2] = value
+
+    rewrite_safetensors(folder, poison)
+    with pytest.raises(CheckpointError, match=r"^tensor 'ocr_mlp.3.weight' holds NaN or infinite values; "):
+        load_original(folder)
+
+
+def test_weights_that_overflow_the_asked_dtype_are_refused(tmp_path):
+    """A finite bf16 weight beyond float16's range would become infinity when loaded as float16."""
+    folder = copy_checkpoint(SEG, tmp_path)
+
+    def enlarge(tensors):
+        tensors["ocr_mlp.1.bias"] = tensors["ocr_mlp.1.bias"].clone()
+        tensors["ocr_mlp.1.bias"][0] = 1e6
+
+    rewrite_safetensors(folder, enlarge)
+    load_original(folder)  # float32 holds it
+    with pytest.raises(CheckpointError, match="'ocr_mlp.1.bias' holds NaN or infinite values once converted to float16"):
+        load_original(folder, dtype="float16")

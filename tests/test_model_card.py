@@ -165,3 +165,18 @@ def test_a_card_needs_its_picture(tmp_path):
     with pytest.raises(model_card.CardError, match="token_heatmaps.png"):
         model_card.render_card(fake_config(4096), torch.float32, FAKE_PROCESSOR, tmp_path, "acme/x", None, 0.0)
     assert model_card.default_space_id("acme/TokenOCR") == "acme/TokenOCR-demo"
+
+
+@pytest.mark.parametrize("repo_id, space_id", [('acme/x"); import os; #', None), ("acme/x", "acme/demo)\n[click](http://x"),
+                                                ("acme/x y", None), ("acme", None)])
+def test_a_card_quotes_only_hub_repo_ids(tmp_path, repo_id, space_id):
+    """The card pastes the repo id into its code and links: anything but owner/name is refused, and no card written."""
+    for name in (model_card.EXAMPLE_PICTURE, model_card.EXAMPLE_PAGE):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"\x89PNG")
+    with pytest.raises(model_card.CardError, match="is not a hub repo id") as error:
+        model_card.render_card(fake_config(4096), torch.float32, FAKE_PROCESSOR, tmp_path, repo_id, None, 0.0,
+                               space_id=space_id)
+    assert "\n" not in str(error.value)  # one line, whatever the value holds
+    assert not (tmp_path / "README.md").exists()
+    assert model_card.check_repo_id("acme/TokenOCR-x.v2_1") == "acme/TokenOCR-x.v2_1"
