@@ -15,7 +15,7 @@ import tokenocr  # noqa: F401  (registers the Auto classes)
 from tokenocr import TokenOCRImageProcessor, TokenOCRProcessor
 from tokenocr.conversion import convert_tokenizer
 from tokenocr.modeling import TokenOCRConfig, TokenOCRForTokenAlignment, TokenOCRModel
-from tokenocr.modeling.modeling_tokenocr import masks_on_feature_grid
+from tokenocr.modeling.loss_tokenocr import masks_on_feature_grid
 from tokenocr.cli import main
 from tokenocr.loading import load_pipeline
 from tokenocr.training.collator import TokenMaskCollator, tile_token_masks
@@ -622,12 +622,15 @@ def test_trainer_trains_the_resnet_tower(whole_image_processor, tmp_path):
 def test_resume_passes_over_a_checkpoint_cut_short(tmp_path):
     from tokenocr.commands.training import latest_complete_checkpoint
 
-    for step, files in ((2, ("model.safetensors", "trainer_state.json")), (4, ("model.safetensors",)), (3, ())):
+    complete = ("model.safetensors", "trainer_state.json", ".tokenocr-train")
+    for step, files in ((2, complete), (4, ("model.safetensors", "trainer_state.json")), (5, ("model.safetensors",)),
+                        (3, ())):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         for name in files:
             (folder / name).write_text("x")
-    assert latest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"  # 4 lacks its state, 3 is empty
+    # 4 lacks the marker written last (cut short while its model folder was written), 5 its state, 3 is empty
+    assert latest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     assert latest_complete_checkpoint(tmp_path / "checkpoint-3") is None
 
 

@@ -25,7 +25,8 @@ from .constants import DTYPE_NAMES, TRAINING_POLICIES
 from .loading import MODEL_HELP
 from .outputs import interrupt_on_termination, printable, was_interrupted
 from .processing.settings_tokenocr import (
-    DEFAULT_BATCH_SIZE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_TILES_LIMIT, check_threshold, parse_pages,
+    DEFAULT_BATCH_SIZE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_BATCH_SIZE, MAX_TILES_LIMIT, check_threshold,
+    parse_pages,
 )
 
 
@@ -81,10 +82,26 @@ def _at_least(convert, minimum, what: str):
 _positive_int = _at_least(int, 1, "a positive integer")
 
 
+MIN_DPI, MAX_DPI = 18, 1200  # PDF rendering resolutions accepted: a quarter of screen resolution to fine print scans
+
+
 def _dpi(text: str) -> int:
+    """`--dpi` of similarity, search and make-data, checked while parsing (before any model loads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not MIN_DPI <= value <= MAX_DPI:
+        raise argparse.ArgumentTypeError(f"expected a resolution between {MIN_DPI} and {MAX_DPI} dpi (a whole number), "
+                                         f"got {text!r}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    """`--batch-size` of similarity and search (tiles per vision-tower forward), bounded by `MAX_BATCH_SIZE`."""
     value = _positive_int(text)
-    if not 18 <= value <= 1200:
-        raise argparse.ArgumentTypeError(f"expected a resolution between 18 and 1200 dpi, got {text!r}")
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_BATCH_SIZE} tiles per forward, got {text!r}")
     return value
 
 
@@ -108,6 +125,36 @@ def _values_checked(check, expected: str):
 
 
 _finite_float = _at_least(float, -math.inf, "a finite number")
+
+# Bounds no real training meets; past them a typing slip would fork thousands of processes, allocate a batch that
+# cannot exist, or turn every weight into infinity.
+MAX_NUM_WORKERS = 64
+MAX_TRAIN_BATCH_SIZE = 4096
+MAX_LEARNING_RATE = 10.0
+
+
+def _at_most(parse, maximum, what: str):
+    """An argparse type: `parse(text)`, refused above `maximum` with a message that states the bound."""
+
+    def bounded(text: str):
+        value = parse(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {what} (at most {maximum:g}), got {text!r}")
+        return value
+
+    return bounded
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_LEARNING_RATE):
+        raise argparse.ArgumentTypeError(
+            f"expected a learning rate above 0 and at most {MAX_LEARNING_RATE:g}, got {text!r}"
+        )
+    return value
 _non_negative_int = _at_least(int, 0, "a non-negative integer")
 _non_negative_float = _at_least(float, 0.0, "a non-negative number")
 
@@ -123,11 +170,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most tiles per image (default: the model's processor's; tiled models only)")
     parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES", help="PDF pages to use, e.g. 1-3,7 (default: all)")
     parser.add_argument("--dpi", type=_dpi, default=DEFAULT_PDF_DPI,
-                        help=f"PDF rendering resolution (default: {DEFAULT_PDF_DPI})")
+                        help=f"PDF rendering resolution, {MIN_DPI} to {MAX_DPI} (default: {DEFAULT_PDF_DPI})")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: the model's)")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help=f"tiles per vision-tower forward (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE, metavar="N",
+                        help=f"tiles per vision-tower forward, 1 to {MAX_BATCH_SIZE} (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help=TRUST_REMOTE_CODE_HELP)
 
@@ -173,9 +220,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_non_negative_float, default=1.0, help="training epochs (default: 1)")
     parser.add_argument("--max-steps", type=_positive_int, default=-1, metavar="N",
                         help="stop after N optimizer steps (overrides --epochs)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="pages per device and step (default: 8)")
+    parser.add_argument("--batch-size", type=_at_most(_positive_int, MAX_TRAIN_BATCH_SIZE, "a positive integer"),
+                        default=8, metavar="N",
+                        help=f"pages per device and step, at most {MAX_TRAIN_BATCH_SIZE} (default: 8)")
     parser.add_argument("--gradient-accumulation", type=_positive_int, default=1, metavar="N", help="micro-batches per step")
-    parser.add_argument("--learning-rate", type=_non_negative_float, default=5e-4, metavar="LR", help="base learning rate (default: 5e-4)")
+    parser.add_argument("--learning-rate", type=_learning_rate, default=5e-4, metavar="LR",
+                        help=f"base learning rate, above 0 and at most {MAX_LEARNING_RATE:g} (default: 5e-4)")
     parser.add_argument("--weight-decay", type=_non_negative_float, default=0.05, help="AdamW weight decay (default: 0.05)")
     parser.add_argument("--warmup", type=_non_negative_float, default=0.03,
                         help="warm-up: steps (>= 1) or a fraction of training (< 1); a cosine decay follows (default: 0.03)")
@@ -200,11 +250,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train loss_seg's scale and bias, starting from --seg-temperature")
     parser.add_argument("--save-steps", type=_positive_int, default=500, metavar="N", help="checkpoint every N steps (default: 500)")
     parser.add_argument("--logging-steps", type=_positive_int, default=10, metavar="N", help="log every N steps (default: 10)")
-    parser.add_argument("--num-workers", type=_non_negative_int, default=2, metavar="N", help="data-loading processes (default: 2)")
+    parser.add_argument("--num-workers", type=_at_most(_non_negative_int, MAX_NUM_WORKERS, "a non-negative integer"),
+                        default=2, metavar="N", help=f"data-loading processes, at most {MAX_NUM_WORKERS} (default: 2)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                        help="continue the training saved in --output (its last checkpoint, or CHECKPOINT)")
+                        help="continue the training saved in --output, an earlier output of tokenocr train (its last "
+                        "complete checkpoint, or CHECKPOINT); a finished training is not trained further")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help=TRUST_REMOTE_CODE_HELP)
 
@@ -239,7 +291,7 @@ def add_make_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES",
                         help="pages of each PDF, e.g. 1-3,7 (default: all)")
     parser.add_argument("--dpi", type=_dpi, default=DEFAULT_PDF_DPI,
-                        help=f"rendering resolution (default: {DEFAULT_PDF_DPI})")
+                        help=f"rendering resolution, {MIN_DPI} to {MAX_DPI} (default: {DEFAULT_PDF_DPI})")
     parser.add_argument("--augment", choices=("none", "scan", "photo"), default="none",
                         help="make pages look scanned or photographed, masks moved alike (default: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations (default: 0)")
@@ -372,7 +424,7 @@ def _run_demo(args) -> str:
 def _run_train(args) -> str:
     from .commands.training import run_train
 
-    return f"trained model in {run_train(args)}"
+    return run_train(args)
 
 
 def _run_evaluate(args) -> str:
@@ -410,12 +462,25 @@ _COMMANDS = {
 # What an interrupt leaves behind: nothing, except where a command says otherwise.
 _NOTHING_WRITTEN = "interrupted; nothing was written"
 _INTERRUPTED = {
-    "train": "interrupted; the checkpoints saved so far stay in --output (continue with --resume)",
+    "train": lambda args: ("interrupted; the checkpoints saved so far stay in --output (continue with --resume)"
+                           if _train_checkpoints_saved(args) else _NOTHING_WRITTEN),
     "make-data": "interrupted; the pages done so far are kept (continue with --resume)",
     # Only once a line was written (a single process writes --out directly; several write part files first).
     "search": lambda args: ("interrupted; the lines of the pages finished so far stay in --out (continue with --resume)"
                             if getattr(args, "lines_written", False) else _NOTHING_WRITTEN),
 }
+
+
+def _train_checkpoints_saved(args) -> bool:
+    """Whether an interrupted `tokenocr train` leaves a checkpoint in --output to continue from."""
+    from pathlib import Path
+
+    from .commands.training import latest_complete_checkpoint
+
+    try:
+        return latest_complete_checkpoint(Path(args.output).expanduser().absolute()) is not None
+    except OSError:
+        return False
 
 
 def _one_line(error: BaseException) -> str:

@@ -24,6 +24,9 @@ from pathlib import Path
 
 
 PARTIAL_MARKER = ".tokenocr-partial"
+# Written only by `tokenocr train` (tokenocr.commands.training): at the top of its --output, and last into each
+# checkpoint it saves, so that a checkpoint holding it is complete.
+TRAIN_MARKER = ".tokenocr-train"
 
 
 class OutputError(ValueError):
@@ -255,3 +258,26 @@ def interrupt_on_termination() -> Iterator[None]:
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # a file system without hard links: a copy
+        shutil.copy2(source, destination)
+
+
+def link_tree(source: Path, destination: Path) -> None:
+    """
+    Put `source` (a file, a link or a folder, recursively) at `destination` without copying data where the file
+    system allows: files are hard-linked (copied where links are not possible), symbolic links recreated. Used to
+    carry what an output already holds into the new one that replaces it.
+    """
+    if source.is_symlink():
+        os.symlink(os.readlink(source), destination)
+    elif source.is_dir():
+        shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy)
+    elif source.is_file():
+        _link_or_copy(str(source), str(destination))
+    else:
+        raise OutputError(f"'{source}' is neither a file nor a folder; it cannot be carried into the new output")

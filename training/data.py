@@ -51,6 +51,56 @@ METADATA_FILE = "metadata.jsonl"
 TOKEN_KEYS = ("id", "text", "mask_index")
 
 
+def _whole_number(value, what: str, where: str) -> int:
+    """`value` as an `int`: a JSON integer, or a float that is one (`3.0`); anything else (text, `true`, NaN,
+    infinity, fractions) is an error naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
+    ):
+        raise ValueError(f"{where}: {what} must be a whole number, got {json.dumps(value, allow_nan=True)}.")
+    return int(value)
+
+
+def _image_size(source, key: str, where: str) -> tuple[int, int]:
+    """The `(width, height)` of an image file or of image bytes, read from its header (nothing is decoded)."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{where}: the {key} is not an image Pillow reads ({' '.join(str(error).split())}).") from None
+
+
+def _check_tokens(tokens, where: str) -> list[dict]:
+    """A page's `tokens`, checked: a list of `{"id", "text", "mask_index"}` with whole-number ids (>= 0) and mask
+    indices (1 to 65535); errors name `where` and the token."""
+    if not isinstance(tokens, list):
+        raise ValueError(f"{where}: 'tokens' must be a list.")
+    checked = []
+    for index, token in enumerate(tokens):
+        if not isinstance(token, dict) or any(key not in token for key in TOKEN_KEYS):
+            raise ValueError(f"{where}: token {index} must be an object with keys {', '.join(TOKEN_KEYS)}.")
+        token_id = _whole_number(token["id"], f"token {index}'s id", where)
+        mask_index = _whole_number(token["mask_index"], f"token {index}'s mask_index", where)
+        if token_id < 0:
+            raise ValueError(f"{where}: token {index} has id {token_id}; token ids are 0 or more.")
+        if not 1 <= mask_index <= 65535:
+            raise ValueError(
+                f"{where}: token {index} has mask_index {mask_index}; mask indices are 1 to 65535 (a 16-bit mask)."
+            )
+        if not isinstance(token["text"], str):
+            raise ValueError(f"{where}: token {index}'s text must be a string.")
+        checked.append({"id": token_id, "text": token["text"], "mask_index": mask_index})
+    return checked
+
+
+def _check_sizes(image_size, mask_size, where: str) -> None:
+    if tuple(image_size) != tuple(mask_size):
+        raise ValueError(f"{where}: the mask is {mask_size[0]}x{mask_size[1]} but the image is "
+                         f"{image_size[0]}x{image_size[1]}; a mask map has its page's size.")
+
+
 def _check_record(record, line_number: int, folder: Path) -> dict:
     """One metadata line, checked and with its paths resolved; errors name the line."""
     where = f"{folder / METADATA_FILE}, line {line_number}"
@@ -59,17 +109,7 @@ def _check_record(record, line_number: int, folder: Path) -> dict:
     for key in ("image", "mask", "tokens"):
         if key not in record:
             raise ValueError(f"{where}: missing key '{key}'.")
-    if not isinstance(record["tokens"], list):
-        raise ValueError(f"{where}: 'tokens' must be a list.")
-    tokens = []
-    for index, token in enumerate(record["tokens"]):
-        if not isinstance(token, dict) or any(key not in token for key in TOKEN_KEYS):
-            raise ValueError(f"{where}: token {index} must be an object with keys {', '.join(TOKEN_KEYS)}.")
-        if not 1 <= int(token["mask_index"]) <= 65535:
-            raise ValueError(
-                f"{where}: token {index} has mask_index {token['mask_index']}; mask indices are 1 to 65535 (a 16-bit mask)."
-            )
-        tokens.append({"id": int(token["id"]), "text": str(token["text"]), "mask_index": int(token["mask_index"])})
+    tokens = _check_tokens(record["tokens"], where)
     paths = {}
     root = folder.resolve()
     for key in ("image", "mask"):
@@ -79,6 +119,7 @@ def _check_record(record, line_number: int, folder: Path) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{where}: {key} file '{path}' does not exist.")
         paths[key] = str(path)
+    _check_sizes(_image_size(paths["image"], "image", where), _image_size(paths["mask"], "mask", where), where)
     words = record.get("words") or []
     if not isinstance(words, list) or not all(
         isinstance(word, dict) and isinstance(word.get("text"), str) and isinstance(word.get("box"), list)
@@ -147,11 +188,85 @@ def load_token_mask_dataset(path: str | os.PathLike):
         missing = {"image", "mask", "tokens"} - set(dataset.column_names)
         if missing:
             raise ValueError(f"Dataset '{folder}' lacks the column(s) {', '.join(sorted(missing))}.")
+        check_saved_dataset(dataset, folder)
         return dataset
     records = read_metadata(folder)
     if not any(record["tokens"] for record in records):
         raise ValueError(f"Dataset '{folder}' has no supervised token on any page: there is nothing to learn from.")
     return datasets.Dataset.from_list(records, features=dataset_features())
+
+
+def check_saved_dataset(dataset, folder: str | os.PathLike, batch_size: int = 256) -> None:
+    """
+    Check a dataset written by `Dataset.save_to_disk` as [`read_metadata`] checks a metadata line, naming the row:
+    `image` and `mask` must be image data (`datasets.Image` columns holding the images' bytes, as `save_to_disk`
+    stores them), never file paths, which would let a dataset make training open any file of the machine (or hang
+    on a pipe); mask and page the same size; tokens as the format says. Images are not decoded (their headers
+    give their sizes).
+    """
+    import datasets
+
+    for key in ("image", "mask"):
+        if not isinstance(dataset.features[key], datasets.Image):
+            raise ValueError(
+                f"Dataset '{folder}': the '{key}' column holds {dataset.features[key]!r}, not images; it must be a "
+                "datasets.Image column of image data (file paths are refused)."
+            )
+    raw = dataset.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image(decode=False))
+    raw = raw.select_columns(["image", "mask", "tokens"])
+    for start in range(0, len(raw), batch_size):
+        batch = raw[start : start + batch_size]
+        for offset, (image, mask, tokens) in enumerate(zip(batch["image"], batch["mask"], batch["tokens"])):
+            where = f"Dataset '{folder}', row {start + offset}"
+            sizes = {}
+            for key, value in (("image", image), ("mask", mask)):
+                data = value.get("bytes") if isinstance(value, dict) else None
+                if not isinstance(data, bytes) or not data:
+                    named = value.get("path") if isinstance(value, dict) else value
+                    raise ValueError(
+                        f"{where}: the {key} is a file path ({named!r}), not image data; a saved dataset must hold its "
+                        "images (datasets.Image with their bytes, as save_to_disk writes them)."
+                    )
+                sizes[key] = _image_size(data, key, where)
+            _check_sizes(sizes["image"], sizes["mask"], where)
+            _check_tokens(tokens, where)
+
+
+def where_row(dataset_path: str | os.PathLike, row: int) -> str:
+    """How an error names page `row` of the token-mask dataset at `dataset_path`: the metadata file and line, or the
+    saved dataset's row."""
+    folder = Path(dataset_path)
+    metadata = folder / METADATA_FILE
+    if metadata.is_file():
+        with open(metadata, encoding="utf-8") as lines:
+            pages = (number for number, line in enumerate(lines, start=1) if line.strip())
+            for number in pages:
+                if row == 0:
+                    return f"{metadata}, line {number}"
+                row -= 1
+    return f"Dataset '{folder}', row {row}"
+
+
+def check_token_ids(dataset, vocab_size: int, dataset_path: str | os.PathLike) -> None:
+    """
+    Refuse a dataset with a token id outside the model's vocabulary `[0, vocab_size)`, naming the file and line (or
+    row) of the first such page; called once the model, and so its vocabulary, is known.
+    """
+    import pyarrow.compute as pc
+
+    tokens = dataset.select_columns(["tokens"]).with_format("arrow")[:]["tokens"].combine_chunks()
+    ids = pc.struct_field(pc.list_flatten(tokens), "id")
+    bad = pc.or_(pc.less(ids, 0), pc.greater_equal(ids, vocab_size))
+    if not pc.any(bad).as_py():
+        return
+    first = pc.index(bad, True).as_py()
+    row = pc.list_parent_indices(tokens)[first].as_py()
+    token_id = ids[first].as_py()
+    position = first - pc.list_value_length(tokens).to_numpy(zero_copy_only=False)[:row].sum()
+    raise ValueError(
+        f"{where_row(dataset_path, row)}: token {position} has id {token_id}, outside the model's vocabulary "
+        f"(ids 0 to {vocab_size - 1})."
+    )
 
 
 def mask_array(mask) -> np.ndarray:

@@ -18,6 +18,7 @@ Policies (which parameters train):
 In every policy the vision tower's trainable parameters get `vision_lr_scale` times the base learning rate.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..constants import TRAINING_POLICIES as POLICIES
 from ..modeling import TokenOCRForTokenAlignment, TokenOCRModel
 from ..modeling.modeling_tokenocr import LOSS_COMPONENTS
+from ..outputs import TRAIN_MARKER
 from .collator import DEFAULT_MAX_TOKENS_PER_IMAGE, TokenMaskCollator
 
 
@@ -266,7 +268,43 @@ def write_model_folder(core: TokenOCRModel, processor, folder, facts: list[str],
         core.save_pretrained(folder)
     folder = Path(folder)
     write_configs(core.config, next(core.parameters()).dtype, processor, folder, remote_code)
+    drop_dangling_auto_map(folder / "tokenizer_config.json")
     render_trained_card(core.config, processor, folder, facts, evaluation, title=title)
+
+
+def drop_dangling_auto_map(file: Path) -> None:
+    """
+    Remove from the JSON `file` (a `tokenizer_config.json`) the `auto_map` entries whose code is not in its folder:
+    an entry kept from the input model (`"AutoTokenizer": ["tokenization_x.XTokenizer", null]`, or one naming
+    another repo's code, `"repo--module.Class"`) would send `AutoTokenizer` after a file the output does not hold.
+    """
+    if not file.is_file():
+        return
+    data = json.loads(file.read_text(encoding="utf-8"))
+    auto_map = data.get("auto_map")
+    if auto_map is None:
+        return
+
+    def present(reference) -> bool:
+        if reference is None:
+            return True
+        if not isinstance(reference, str) or "--" in reference or "." not in reference:
+            return False
+        return (file.parent / f"{reference.rsplit('.', 1)[0].replace('.', '/')}.py").is_file()
+
+    kept = {}
+    if isinstance(auto_map, dict):
+        for name, references in auto_map.items():
+            listed = references if isinstance(references, (list, tuple)) else [references]
+            if all(present(reference) for reference in listed):
+                kept[name] = references
+    if kept == auto_map:
+        return
+    if kept:
+        data["auto_map"] = kept
+    else:
+        del data["auto_map"]
+    file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class ModelFolderCallback(TrainerCallback):
@@ -281,6 +319,31 @@ class ModelFolderCallback(TrainerCallback):
             core = self.trainer.accelerator.unwrap_model(self.trainer.model).tokenocr
             facts = training_facts(self.trainer, self.policy) + ["a training checkpoint (optimizer state included)"]
             write_model_folder(core, self.processor, folder, facts, weights=False)
+            # Written last: a checkpoint without it was cut short (an interruption, a full disk) and is not resumed.
+            with open(os.path.join(folder, TRAIN_MARKER), "w", encoding="utf-8") as marker:
+                marker.write(json.dumps({"checkpoint": state.global_step}) + "\n")
+                marker.flush()
+                os.fsync(marker.fileno())
+
+
+def planned_steps(trainer: TokenOCRTrainer) -> int:
+    """The optimizer steps `trainer.train()` runs in all (`max_steps`, or the epochs' steps), as `Trainer` counts
+    them."""
+    return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[6])
+
+
+def load_checkpoint_weights(trainer: TokenOCRTrainer, checkpoint) -> None:
+    """
+    Put `checkpoint`'s weights and training state (step, epoch, logs) into `trainer` without training, for a run
+    whose training had finished when its final model folder was not written.
+    """
+    from transformers import TrainerState
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    core = model.tokenocr if isinstance(model, TokenOCRForTokenAlignment) else model
+    saved = TokenOCRModel.from_pretrained(checkpoint, dtype=next(core.parameters()).dtype)
+    core.load_state_dict(saved.state_dict())
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
 
 
 def save_trained_model(trainer: TokenOCRTrainer, processor, output_dir, threshold: float | None = None,
