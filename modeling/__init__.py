@@ -1,5 +1,6 @@
 """
-`tokenocr.modeling`: `TokenOCRConfig`, `TokenOCRModel` and its training head `TokenOCRForTokenAlignment`.
+`tokenocr.modeling`: `TokenOCRConfig`, `TokenOCRModel` and its training head `TokenOCRForTokenAlignment`, whose
+losses are the functions of `loss_tokenocr`.
 
 The `*_tokenocr.py` files here are also a converted hub folder's remote code (the converter copies them flat), so
 they import only each other (relatively), transformers, torch, PIL, numpy and huggingface_hub. This `__init__.py` is
@@ -12,7 +13,7 @@ from tokenocr._lazy import lazy_exports
 
 
 # The files of this folder that a converted hub folder carries as its remote code.
-REMOTE_CODE_FILES = ("configuration_tokenocr.py", "modeling_tokenocr.py")
+REMOTE_CODE_FILES = ("configuration_tokenocr.py", "loss_tokenocr.py", "modeling_tokenocr.py")
 
 _EXPORTS = {
     "TokenOCRAlignmentOutput": "modeling_tokenocr",

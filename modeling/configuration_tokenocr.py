@@ -8,6 +8,11 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .loss_tokenocr import check_seg_temperature, resolve_loss_weights
+
+
+# The settings of the training head's loss (`TokenOCRForTokenAlignment`), kept in the config so that a saved head keeps them.
+LOSS_SETTINGS = ("loss_weights", "seg_logit_scale", "seg_logit_bias", "learn_seg_temperature")
 
 # The vision towers a TokenOCR model can have, by `vision_config.model_type`.
 INTERNVIT = "internvl_vision"  # transformers' InternVLVisionModel: the ViT releases (tiles)
@@ -71,6 +76,19 @@ class TokenOCRConfig(PreTrainedConfig):
             trained), so `load_original` and `tokenocr-convert` set -8.9375 for original checkpoints.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of linear and embedding weights.
+        loss_weights (`dict[str, float]`, *optional*):
+            Training head ([`TokenOCRForTokenAlignment`]) only: the weights of the loss components `seg`, `sim`, `l2`,
+            `sig` in its `loss`; names left out keep their default, the authors' objective (`seg` 0, the others 1).
+            Stored whole (all four names) once the config is built.
+        seg_logit_scale (`float`, *optional*, defaults to 10.0):
+            Training head only: the scale of `loss_seg`'s logit, `seg_logit_scale * cos + seg_logit_bias` (the
+            starting value when `learn_seg_temperature`). A raw cosine (scale 1, bias 0) keeps the sigmoid within
+            0.27-0.73 and learns far more slowly.
+        seg_logit_bias (`float`, *optional*, defaults to -5.0):
+            Training head only: the bias of `loss_seg`'s logit (the starting value when `learn_seg_temperature`).
+        learn_seg_temperature (`bool`, *optional*, defaults to `False`):
+            Training head only: train `loss_seg`'s scale (as its logarithm) and bias, starting from the values above.
+            They are then weights of the head (saved with it), never of a [`TokenOCRModel`].
 
     Example:
 
@@ -102,6 +120,10 @@ class TokenOCRConfig(PreTrainedConfig):
     logit_bias_init_value: float = -2.71
     fixed_logit_bias: float | None = None
     initializer_range: float = 0.02
+    loss_weights: dict | None = None
+    seg_logit_scale: float = 10.0
+    seg_logit_bias: float = -5.0
+    learn_seg_temperature: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -115,6 +137,24 @@ class TokenOCRConfig(PreTrainedConfig):
         if self.projector_layer_norm is None:
             self.projector_layer_norm = self.is_internvit
         self._check_consistency()
+        self.update_loss_settings()
+
+    def update_loss_settings(self, **settings) -> None:
+        """
+        Set the training head's loss settings (`loss_weights`, `seg_logit_scale`, `seg_logit_bias`,
+        `learn_seg_temperature`; those not given keep their value), checked first: a `ValueError` leaves the config
+        as it was. `loss_weights` is completed with the defaults of the names it leaves out.
+        """
+        unknown = set(settings) - set(LOSS_SETTINGS)
+        if unknown:
+            raise TypeError(f"Unknown loss setting(s) {', '.join(sorted(unknown))}; the settings are {', '.join(LOSS_SETTINGS)}.")
+        values = {name: getattr(self, name) for name in LOSS_SETTINGS} | settings
+        values["loss_weights"] = resolve_loss_weights(values["loss_weights"])
+        check_seg_temperature(values["seg_logit_scale"], values["seg_logit_bias"])
+        values["seg_logit_scale"], values["seg_logit_bias"] = float(values["seg_logit_scale"]), float(values["seg_logit_bias"])
+        values["learn_seg_temperature"] = bool(values["learn_seg_temperature"])
+        for name, value in values.items():
+            setattr(self, name, value)
 
     @property
     def is_internvit(self) -> bool:

@@ -19,37 +19,88 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tokenocr import TokenOCRConfig
+from .loss_tokenocr import LOSS_COMPONENTS  # noqa: F401  (read here by training/train.py and `tokenocr train`)
+from .loss_tokenocr import tile_image_index, token_alignment_losses
 
 
+@auto_docstring(
+    custom_intro="""
+    Output of [`TokenOCRModel.forward`]. For a ResNet tower (the R50 variant) each "tile" is a whole image:
+    `num_tiles` is the number of images and `num_locations` the largest `h * w` among them; an image's own locations
+    come first (row-major on its `h x w` map) and the rest are padding (zero features, similarity 0).
+    """
+)
 @dataclass
 class TokenOCROutput(ModelOutput):
     r"""
-    Output of [`TokenOCRModel.forward`].
-
-    For a ResNet tower (the R50 variant) each "tile" is a whole image: `num_tiles` is the number of images and
-    `num_locations` the largest `h * w` among them; an image's own locations come first (row-major on its `h x w`
-    map) and the rest are padding (zero features, similarity 0).
-
-    Args:
-        similarity (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`):
-            Cosine similarity between every query token embedding and every location of every tile. Stitch the
-            tiles of one image back onto its grid with `TokenOCRProcessor.post_process_similarity`.
-        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`):
-            SigLIP-style logits, `similarity * logit_scale.exp() + bias`, where the bias is
-            `config.fixed_logit_bias` when set (-8.9375 for the released models) and the `logit_bias` parameter
-            otherwise ([`TokenOCRModel.get_logit_bias`]).
-        image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`):
-            The projected per-location image features ([`TokenOCRModel.get_image_features`]).
-        text_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-            The token embeddings of `input_ids` ([`TokenOCRModel.get_text_features`]).
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
-            The vision tower's hidden states ([`TokenOCRModel.get_image_features`]); not when `image_embeds` is given.
-        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
-            The ViT tower's attention weights (eager attention only); not when `image_embeds` is given.
+    similarity (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`):
+        Cosine similarity between every query token embedding and every location of every tile. Stitch the tiles of
+        one image back onto its grid with `TokenOCRProcessor.post_process_similarity`.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`):
+        SigLIP-style logits, `similarity * logit_scale.exp() + bias`, where the bias is `config.fixed_logit_bias`
+        when set (-8.9375 for the released models) and the `logit_bias` parameter otherwise
+        ([`TokenOCRModel.get_logit_bias`]).
+    image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`):
+        The projected per-location image features ([`TokenOCRModel.get_image_features`]).
+    text_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+        The token embeddings of `input_ids` ([`TokenOCRModel.get_text_features`]).
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The vision tower's hidden states ([`TokenOCRModel.get_image_features`]); not when `image_embeds` is given.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The ViT tower's attention weights (eager attention only); not when `image_embeds` is given.
     """
 
     similarity: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@auto_docstring(
+    custom_intro="""
+    Output of [`TokenOCRForTokenAlignment.forward`]. Every loss is returned when `token_masks` is given.
+    """
+)
+@dataclass
+class TokenOCRAlignmentOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `token_masks` is given):
+        The weighted sum `sum(config.loss_weights[name] * loss_name)`; with the default weights (`seg` 0, the others
+        1) `loss_sim + loss_l2 + loss_sig`, the objective of the authors' training code.
+    loss_sim (`torch.FloatTensor` of shape `()`, *optional*, returned when `token_masks` is given):
+        Mean over tokens with a non-empty mask of `1 - cos(v, e)`, `v` the mean unnormalised feature over the token's
+        mask (all tiles of its image) and `e` its embedding (the authors' `loss1`).
+    loss_l2 (`torch.FloatTensor` of shape `()`, *optional*, returned when `token_masks` is given):
+        Mean over the same tokens of the Euclidean distance `||v - e||_2` (the authors' `loss2`).
+    loss_sig (`torch.FloatTensor` of shape `()`, *optional*, returned when `token_masks` is given):
+        SigLIP-style loss over all tokens of the batch with a non-empty mask: `logits = cos(e_i, v_j) *
+        logit_scale.exp() + bias`, target +1 where the token ids are equal (across images too), else -1;
+        `-sum(logsigmoid(target * logits)) / N`. The bias is [`TokenOCRModel.get_logit_bias`].
+    loss_seg (`torch.FloatTensor` of shape `()`, *optional*, returned when `token_masks` is given):
+        Not in the authors' code: a per-location term of this project. Binary cross-entropy between
+        `seg_logit_scale * cos + seg_logit_bias` (as a logit) and each token's mask, averaged over tokens, tiles and
+        locations of an image, then over images. Weighted 0 (logged only) unless `config.loss_weights` says otherwise.
+    similarity (`torch.FloatTensor` of shape `(num_tiles, num_tokens, num_locations)`):
+        Cosine similarity between every location of every tile and each supervised token of that tile's image.
+    image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`):
+        The per-location features `f` before normalisation ([`TokenOCRModel.get_image_features`]).
+    text_embeds (`torch.FloatTensor` of shape `(num_images, num_tokens, hidden_size)`):
+        The embeddings `e` of the supervised tokens.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The vision tower's hidden states, as [`TokenOCRModel.get_image_features`] returns them; not when
+        `image_embeds` is given.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The ViT tower's attention weights (eager attention only); not when `image_embeds` is given.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_sim: torch.FloatTensor | None = None
+    loss_l2: torch.FloatTensor | None = None
+    loss_sig: torch.FloatTensor | None = None
+    loss_seg: torch.FloatTensor | None = None
+    similarity: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -112,6 +163,7 @@ class TokenOCRResNetStage(GradientCheckpointingLayer):
         return self.layers(hidden_state)
 
 
+@auto_docstring
 class TokenOCRPreTrainedModel(PreTrainedModel):
     config: TokenOCRConfig
     config_class = TokenOCRConfig
@@ -131,14 +183,13 @@ class TokenOCRPreTrainedModel(PreTrainedModel):
         if isinstance(module, TokenOCRModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             init.constant_(module.logit_bias, self.config.logit_bias_init_value)
-        elif isinstance(module, TokenOCRForTokenAlignment):  # loss_seg's temperature: not saved unless learned
-            scale, bias = module.seg_temperature_init
-            init.constant_(module.seg_logit_scale_log, math.log(scale))
-            init.constant_(module.seg_logit_bias, bias)
+        elif isinstance(module, TokenOCRForTokenAlignment):  # loss_seg's temperature, from the config's settings
+            init.constant_(module.seg_logit_scale_log, math.log(module.config.seg_logit_scale))
+            init.constant_(module.seg_logit_bias, module.config.seg_logit_bias)
 
 
-class TokenOCRModel(TokenOCRPreTrainedModel):
-    r"""
+@auto_docstring(
+    custom_intro="""
     TokenOCR: per-location image features that live in the token-embedding space of a language model, so that the
     cosine similarity between a query token's embedding and each location of a document image says where the token
     is written.
@@ -148,6 +199,8 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
     stage, stride 32, for each whole image), as `config.vision_config` says; the result is upsampled 4x and projected
     to `config.hidden_size`.
     """
+)
+class TokenOCRModel(TokenOCRPreTrainedModel):
 
     def __init__(self, config: TokenOCRConfig):
         super().__init__(config)
@@ -576,219 +629,64 @@ def _mask_padding(scores: torch.Tensor, attention_mask: torch.Tensor | None, fil
     return scores.masked_fill(padded, fill)
 
 
-__all__ = ["TokenOCRPreTrainedModel", "TokenOCRModel", "TokenOCROutput"]
 # --------------------------------------------------------------------------------------------------------------------
-# Fine-tuning: the original stage-1 training objective as a task head.
+# Fine-tuning: the original stage-1 training objective as a task head (the losses: loss_tokenocr.py).
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TokenOCRAlignmentOutput(ModelOutput):
-    r"""
-    Output of [`TokenOCRForTokenAlignment.forward`]. Every loss is returned when `token_masks` is given.
-
-    Args:
-        loss (`torch.FloatTensor` of shape `()`):
-            The weighted sum `sum(loss_weights[name] * loss_name)`; with the default weights (`seg` 0, the others 1)
-            `loss_sim + loss_l2 + loss_sig`, the objective of the authors' training code.
-        loss_sim (`torch.FloatTensor` of shape `()`):
-            Mean over tokens with a non-empty mask of `1 - cos(v, e)`, `v` the mean unnormalised feature over the
-            token's mask (all tiles of its image) and `e` its embedding (the authors' `loss1`).
-        loss_l2 (`torch.FloatTensor` of shape `()`):
-            Mean over the same tokens of the Euclidean distance `||v - e||_2` (the authors' `loss2`).
-        loss_sig (`torch.FloatTensor` of shape `()`):
-            SigLIP-style loss over all tokens of the batch with a non-empty mask: `logits = cos(e_i, v_j) *
-            logit_scale.exp() + bias`, target +1 where the token ids are equal (across images too), else -1;
-            `-sum(logsigmoid(target * logits)) / N`. The bias is [`TokenOCRModel.get_logit_bias`].
-        loss_seg (`torch.FloatTensor` of shape `()`):
-            Not in the authors' code: a per-location term of this project. Binary cross-entropy between
-            `seg_logit_scale * cos + seg_logit_bias` (as a logit) and each token's mask, averaged over tokens, tiles
-            and locations of an image, then over images. Weighted 0 (logged only) unless `loss_weights` says otherwise.
-        similarity (`torch.FloatTensor` of shape `(num_tiles, num_tokens, num_locations)`):
-            Cosine similarity between every location of every tile and each supervised token of that tile's image.
-        image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`):
-            The per-location features `f` before normalisation ([`TokenOCRModel.get_image_features`]).
-        text_embeds (`torch.FloatTensor` of shape `(num_images, num_tokens, hidden_size)`):
-            The embeddings `e` of the supervised tokens.
-        hidden_states, attentions (*optional*): the vision tower's, as [`TokenOCRModel.get_image_features`] returns
-            them (`output_hidden_states=True` / `output_attentions=True`); not when `image_embeds` is given.
-    """
-
-    loss: torch.FloatTensor | None = None
-    loss_sim: torch.FloatTensor | None = None
-    loss_l2: torch.FloatTensor | None = None
-    loss_sig: torch.FloatTensor | None = None
-    loss_seg: torch.FloatTensor | None = None
-    similarity: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-# The loss components of `TokenOCRForTokenAlignment`, and their weights in the authors' objective (no `seg` term).
-LOSS_COMPONENTS = ("seg", "sim", "l2", "sig")
-ORIGINAL_LOSS_WEIGHTS = {"seg": 0.0, "sim": 1.0, "l2": 1.0, "sig": 1.0}
-
-
-def tile_image_index(num_tiles: torch.Tensor | None, total_tiles: int, num_images: int, device) -> torch.Tensor:
-    """`(total_tiles,)`: the index of the image each tile belongs to, from the tile count of each image."""
-    if num_tiles is None:
-        if num_images not in (1, total_tiles):  # one image owns every tile; as many tiles as images: one each
-            raise ValueError(f"num_tiles is needed to tell which tiles belong to which of the {num_images} images.")
-        num_tiles = torch.tensor([total_tiles]) if num_images == 1 else torch.ones(num_images, dtype=torch.long)
-    num_tiles = torch.as_tensor(num_tiles, device=device).flatten().long()
-    if len(num_tiles) != num_images:
-        raise ValueError(f"num_tiles gives {len(num_tiles)} images but input_ids has {num_images}.")
-    if int(num_tiles.sum()) != total_tiles or bool((num_tiles < 1).any()):
-        raise ValueError(f"num_tiles {num_tiles.tolist()} does not split {total_tiles} tiles into non-empty images.")
-    return torch.repeat_interleave(torch.arange(num_images, device=device), num_tiles)
-
-
-def masks_on_feature_grid(token_masks: torch.Tensor, side: int) -> torch.Tensor:
-    r"""
-    Token masks as booleans on the `side x side` feature grid of each tile, flattened row-major.
-
-    Args:
-        token_masks (`torch.Tensor` of shape `(num_tiles, num_tokens, height, width)`): masks per tile (any
-            resolution, any dtype; non-zero means inside). Masks of another size are resized bilinearly
-            (`align_corners=False`) and binarised `> 0`, as the original training does.
-
-    Returns:
-        `torch.BoolTensor` of shape `(num_tiles, num_tokens, side * side)`.
-    """
-    if token_masks.dim() != 4:
-        raise ValueError(
-            f"token_masks must have shape (num_tiles, num_tokens, height, width), got {tuple(token_masks.shape)}."
-        )
-    if tuple(token_masks.shape[-2:]) == (side, side):
-        return (token_masks != 0).flatten(2)
-    resized = [
-        nn.functional.interpolate(tile[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0] > 0
-        for tile in token_masks
-    ]
-    return torch.stack(resized).flatten(2)
-
-
-def segmentation_loss(logits, masks, token_valid, tile_image, location_valid=None):
-    """
-    `loss_seg`: BCE-with-logits(logits, mask), mean over an image's tokens, tiles and locations, then images.
-    `location_valid` `(tiles, locations)` leaves out padding locations (whole images of different sizes).
-    """
-    bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), masks.float(), reduction="none")
-    weights = token_valid[tile_image].float()  # (tiles, tokens): padding tokens do not count
-    if location_valid is None:
-        per_location = bce.mean(-1)
-    else:
-        valid = location_valid.float()[:, None, :]
-        per_location = (bce * valid).sum(-1) / valid.sum(-1).clamp(min=1.0)
-    per_tile = (per_location * weights).sum(-1)
-    num_images = token_valid.shape[0]
-    per_image = torch.zeros(num_images, device=bce.device).index_add(0, tile_image, per_tile)
-    tiles_per_image = torch.bincount(tile_image, minlength=num_images)
-    counts = tiles_per_image * token_valid.sum(-1)
-    supervised = counts > 0
-    if not bool(supervised.any()):
-        return logits.sum() * 0.0
-    return (per_image[supervised] / counts[supervised]).mean()
-
-
-def mask_mean_features(image_embeds, masks, tile_image, num_images):
-    """`(v, counts)`: per image and token, the mean feature over the token's mask on all of the image's tiles."""
-    tile_sums = torch.einsum("tkl,tld->tkd", masks.to(image_embeds.dtype), image_embeds).float()
-    sums = torch.zeros(num_images, *tile_sums.shape[1:], device=tile_sums.device).index_add(0, tile_image, tile_sums)
-    tile_counts = masks.sum(-1).float()
-    counts = torch.zeros(num_images, masks.shape[1], device=masks.device).index_add(0, tile_image, tile_counts)
-    return sums / counts.clamp(min=1.0)[..., None], counts
-
-
-def similarity_loss(mean_features, text_embeds, present):
-    """`loss_sim`: mean of `1 - cos(v, e)` over tokens with a non-empty mask."""
-    if not bool(present.any()):
-        return mean_features.sum() * 0.0
-    cosine = nn.functional.cosine_similarity(mean_features[present], text_embeds[present].float(), dim=-1)
-    return (1.0 - cosine).mean()
-
-
-def l2_loss(mean_features, text_embeds, present):
-    """`loss_l2`: mean of `||v - e||_2` over tokens with a non-empty mask."""
-    if not bool(present.any()):
-        return mean_features.sum() * 0.0
-    return torch.linalg.vector_norm(mean_features[present] - text_embeds[present].float(), dim=-1).mean()
-
-
-def sigmoid_loss(mean_features, text_embeds, input_ids, present, logit_scale, logit_bias):
-    """`loss_sig`: SigLIP over all present tokens of the batch, positives where token ids are equal."""
-    if not bool(present.any()):
-        return mean_features.sum() * 0.0
-    text = nn.functional.normalize(text_embeds[present].float(), dim=-1)
-    image = nn.functional.normalize(mean_features[present], dim=-1)
-    logits = text @ image.t() * logit_scale.float().exp() + logit_bias.float()
-    ids = input_ids[present]
-    targets = 2.0 * (ids[:, None] == ids[None, :]).float() - 1.0
-    return -nn.functional.logsigmoid(targets * logits).sum() / len(ids)
-
-
-class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
-    r"""
+@auto_docstring(
+    custom_intro="""
     [`TokenOCRModel`] with a training objective: given token masks, it returns the loss and each of its components
     ([`TokenOCRAlignmentOutput`]). By default the objective is the authors' stage-1 one, `loss_sim + loss_l2 +
     loss_sig` (mask-pooled alignment only); `loss_seg`, a per-location term of this project, is computed and logged
     but weighted 0. Loads the weights of a `TokenOCRModel` folder (they live under `tokenocr.`), and its saved
     weights load back into a `TokenOCRModel`.
 
+    The loss settings are the config's (`loss_weights`, `seg_logit_scale`, `seg_logit_bias`,
+    `learn_seg_temperature`, see [`TokenOCRConfig`]), so that `save_pretrained` / `from_pretrained` keep them; given
+    as keyword arguments here, they are written into `config` first. The `loss_seg` temperature is a parameter of
+    the head (saved with it) only when `learn_seg_temperature`; otherwise a buffer set from the config.
+
     A batch holds several images, each with its own number of tiles (`num_tiles`) and its own supervised tokens
     (`input_ids`, padded, with `attention_mask`); `token_masks` gives, for every tile, the mask of each of its
     image's tokens. [`tokenocr.training.TokenMaskCollator`] builds such batches from a token-mask dataset.
-
-    Args:
-        config ([`TokenOCRConfig`]): the model's configuration (a ViT tower).
-        loss_weights (`dict[str, float]`, *optional*): weights of the components `seg`, `sim`, `l2`, `sig` in
-            `loss`; names left out keep their default (`ORIGINAL_LOSS_WEIGHTS`).
-        seg_logit_scale (`float`, *optional*, defaults to 10.0), seg_logit_bias (`float`, *optional*, defaults to
-            -5.0): the temperature of `loss_seg`, whose logit is `seg_logit_scale * cos + seg_logit_bias`. A raw
-            cosine (scale 1, bias 0) keeps the sigmoid within 0.27-0.73 and learns far more slowly.
-        learn_seg_temperature (`bool`, *optional*, defaults to `False`): train the scale (as its logarithm) and
-            the bias of `loss_seg`, starting from the values above. They belong to this head only: a saved
-            `TokenOCRModel` does not carry them.
     """
-
+)
+class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
     accepts_loss_kwargs = False  # the loss is a per-batch mean; Trainer must not rescale it by token counts
 
-    def __init__(
-        self,
-        config: TokenOCRConfig,
-        loss_weights: dict | None = None,
-        seg_logit_scale: float = 10.0,
-        seg_logit_bias: float = -5.0,
-        learn_seg_temperature: bool = False,
-    ):
+    def __init__(self, config: TokenOCRConfig, **loss_settings):
+        # `loss_settings`: any of the config's loss settings, written into `config` (checked first: a ValueError
+        # leaves it as it was), so that the saved config keeps them.
+        config.update_loss_settings(**loss_settings)
         super().__init__(config)
         self.tokenocr = TokenOCRModel(config)
-        self.configure_loss(loss_weights, seg_logit_scale, seg_logit_bias, learn_seg_temperature)
+        self._set_seg_temperature()
         self.post_init()
 
-    def configure_loss(
-        self,
-        loss_weights: dict | None = None,
-        seg_logit_scale: float = 10.0,
-        seg_logit_bias: float = -5.0,
-        learn_seg_temperature: bool = False,
-    ) -> None:
-        """Set the loss weights and `loss_seg`'s temperature (the arguments of the class; see its docstring)."""
-        self.loss_weights = resolve_loss_weights(loss_weights)
-        if not math.isfinite(seg_logit_scale) or seg_logit_scale <= 0 or not math.isfinite(seg_logit_bias):
-            raise ValueError(
-                f"loss_seg's temperature needs a positive scale and a finite bias, got {seg_logit_scale}, {seg_logit_bias}."
-            )
-        self.seg_temperature_init = (float(seg_logit_scale), float(seg_logit_bias))  # what `_init_weights` sets
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each loss component in `loss` (`config.loss_weights`)."""
+        return dict(self.config.loss_weights)
+
+    def configure_loss(self, **loss_settings) -> None:
+        """
+        Change the loss settings (any of `loss_weights`, `seg_logit_scale`, `seg_logit_bias`,
+        `learn_seg_temperature`; the others keep the config's values): written into the config, and the `loss_seg`
+        temperature set again from it.
+        """
+        self.config.update_loss_settings(**loss_settings)
+        self._set_seg_temperature()
+
+    def _set_seg_temperature(self) -> None:
+        """`loss_seg`'s scale (as its logarithm) and bias from the config: parameters when learned, else buffers."""
         device = self.tokenocr.logit_scale.device
-        log_scale = torch.tensor(math.log(seg_logit_scale), device=device)
-        bias = torch.tensor(float(seg_logit_bias), device=device)
+        log_scale = torch.tensor(math.log(self.config.seg_logit_scale), device=device)
+        bias = torch.tensor(self.config.seg_logit_bias, device=device)
         for name in ("seg_logit_scale_log", "seg_logit_bias"):
             self._parameters.pop(name, None)
             self._buffers.pop(name, None)
-        if learn_seg_temperature:
+        if self.config.learn_seg_temperature:
             self.seg_logit_scale_log = nn.Parameter(log_scale)
             self.seg_logit_bias = nn.Parameter(bias)
         else:
@@ -802,6 +700,7 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         self.tokenocr.set_input_embeddings(value)
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -812,32 +711,30 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
         image_embeds: torch.FloatTensor | None = None,
         pixel_sizes: torch.LongTensor | None = None,
         map_sizes: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TokenOCRAlignmentOutput | tuple:
         r"""
-        Args:
-            pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
-                The tiles of all images of the batch, image after image (each image's grid tiles, then its
-                thumbnail if any), as [`TokenOCRImageProcessor`] makes them. Not needed when `image_embeds` is given.
-            input_ids (`torch.LongTensor` of shape `(num_images, num_tokens)`):
-                The supervised tokens of each image, padded to the longest.
-            attention_mask (`torch.Tensor` of shape `(num_images, num_tokens)`, *optional*):
-                1 for a supervised token, 0 for padding. Default: every token is supervised.
-            num_tiles (`torch.LongTensor` of shape `(num_images,)`, *optional*):
-                Tiles per image, thumbnail included. May be left out for a single image.
-            token_masks (`torch.Tensor` of shape `(num_tiles, num_tokens, height, width)`, *optional*):
-                For every tile, the mask of each token of its image (non-zero inside). On the feature grid
-                (`height = width = config.feature_side`) or at any other size, then resized bilinearly and
-                binarised `> 0`. Without it no loss is computed.
-            image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
-                Precomputed features, in place of `pixel_values`.
-            pixel_sizes, map_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
-                ResNet tower (whole images, one "tile" each): each image's own size inside the padded `pixel_values`
-                and its map `(h, w)`. `token_masks` are then `(num_images, num_tokens, num_locations)`, each image's
-                masks on its own map (row-major, the first `h * w` locations; the rest is padding, left out).
-
-        Returns:
-            [`TokenOCRAlignmentOutput`], or a tuple of its non-`None` fields when `return_dict=False`.
+        pixel_values (`torch.FloatTensor` of shape `(num_tiles, num_channels, tile_size, tile_size)`):
+            The tiles of all images of the batch, image after image (each image's grid tiles, then its thumbnail if
+            any), as [`TokenOCRImageProcessor`] makes them. Not needed when `image_embeds` is given.
+        input_ids (`torch.LongTensor` of shape `(num_images, num_tokens)`):
+            The supervised tokens of each image, padded to the longest.
+        attention_mask (`torch.Tensor` of shape `(num_images, num_tokens)`, *optional*):
+            1 for a supervised token, 0 for padding. Default: every token is supervised.
+        num_tiles (`torch.LongTensor` of shape `(num_images,)`, *optional*):
+            Tiles per image, thumbnail included. May be left out for a single image, or for one tile per image.
+        token_masks (`torch.Tensor` of shape `(num_tiles, num_tokens, height, width)`, *optional*):
+            For every tile, the mask of each token of its image (non-zero inside). On the feature grid
+            (`height = width = config.feature_side`) or at any other size, then resized bilinearly and binarised
+            `> 0`. Without it no loss is computed.
+        image_embeds (`torch.FloatTensor` of shape `(num_tiles, num_locations, hidden_size)`, *optional*):
+            Precomputed features, in place of `pixel_values`.
+        pixel_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            ResNet tower (whole images, one "tile" each): each image's own `(height, width)` inside the padded
+            `pixel_values`.
+        map_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            ResNet tower: each image's map `(h, w)`. `token_masks` are then `(num_images, num_tokens, num_locations)`,
+            each image's masks on its own map (row-major, the first `h * w` locations; the rest is padding, left out).
         """
         if input_ids is None:
             raise ValueError("TokenOCRForTokenAlignment.forward needs input_ids (the supervised tokens).")
@@ -853,8 +750,13 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
 
         losses = {}
         if token_masks is not None:
-            losses = self._losses(similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
-                                  map_sizes)
+            losses = token_alignment_losses(
+                similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
+                loss_weights=self.config.loss_weights, seg_logit_scale_log=self.seg_logit_scale_log,
+                seg_logit_bias=self.seg_logit_bias, logit_scale=self.tokenocr.logit_scale,
+                logit_bias=self.tokenocr.get_logit_bias(), whole_images=not self.config.is_internvit,
+                map_sizes=map_sizes,
+            )
         return TokenOCRAlignmentOutput(
             **losses, similarity=similarity, image_embeds=image_embeds, text_embeds=text_embeds,
             hidden_states=vision.hidden_states if vision is not None else None,
@@ -869,51 +771,11 @@ class TokenOCRForTokenAlignment(TokenOCRPreTrainedModel):
             raise ValueError("TokenOCRForTokenAlignment.forward needs pixel_values or image_embeds.")
         return self.tokenocr.get_image_features(pixel_values, pixel_sizes, **{**kwargs, "return_dict": True})
 
-    def _losses(self, similarity, image_embeds, text_embeds, input_ids, valid, token_masks, tile_image,
-                map_sizes=None) -> dict:
-        location_valid = None
-        if self.config.is_internvit:
-            side = int(round(image_embeds.shape[1] ** 0.5))
-            masks = masks_on_feature_grid(token_masks.to(image_embeds.device), side)
-            where = f"on a {side}x{side} grid"
-        else:  # whole images: masks already on each image's map, padded to the batch's locations
-            if map_sizes is None:
-                raise ValueError("A ResNet tower's losses need map_sizes (each image's map), as the collator gives them.")
-            masks = token_masks.to(image_embeds.device).bool()
-            counts = torch.as_tensor(map_sizes, device=masks.device).prod(-1)
-            location_valid = torch.arange(similarity.shape[-1], device=masks.device)[None, :] < counts[:, None]
-            where = "on the images' maps"
-        if masks.shape != similarity.shape:
-            raise ValueError(
-                f"token_masks gives {masks.shape[0]} tiles x {masks.shape[1]} tokens {where}, but the batch has "
-                f"{similarity.shape[0]} tiles x {similarity.shape[1]} tokens x {similarity.shape[2]} locations."
-            )
-        mean_features, counts = mask_mean_features(image_embeds, masks, tile_image, input_ids.shape[0])
-        present = valid & (counts > 0)
-        seg_logits = similarity.float() * self.seg_logit_scale_log.float().exp() + self.seg_logit_bias.float()
-        scale, bias = self.tokenocr.logit_scale, self.tokenocr.get_logit_bias()
-        losses = {
-            "loss_seg": segmentation_loss(seg_logits, masks, valid, tile_image, location_valid),
-            "loss_sim": similarity_loss(mean_features, text_embeds, present),
-            "loss_l2": l2_loss(mean_features, text_embeds, present),
-            "loss_sig": sigmoid_loss(mean_features, text_embeds, input_ids, present, scale, bias),
-        }
-        loss = sum(self.loss_weights[name] * losses[f"loss_{name}"] for name in LOSS_COMPONENTS)
-        return {"loss": loss, **losses}
 
-
-def resolve_loss_weights(loss_weights: dict | None) -> dict[str, float]:
-    """`ORIGINAL_LOSS_WEIGHTS` updated with `loss_weights` (names among `LOSS_COMPONENTS`, non-negative numbers)."""
-    weights = dict(ORIGINAL_LOSS_WEIGHTS)
-    for name, weight in (loss_weights or {}).items():
-        if name not in LOSS_COMPONENTS:
-            raise ValueError(f"Unknown loss component {name!r}; choose among {', '.join(LOSS_COMPONENTS)}.")
-        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"The weight of loss_{name} must be a non-negative number, got {weight!r}.")
-        weights[name] = float(weight)
-    if not any(weights.values()):
-        raise ValueError("At least one loss weight must be above 0; with all of them 0 nothing would be trained.")
-    return weights
-
-
-__all__ += ["TokenOCRAlignmentOutput", "TokenOCRForTokenAlignment"]
+__all__ = [
+    "TokenOCRAlignmentOutput",
+    "TokenOCRForTokenAlignment",
+    "TokenOCRModel",
+    "TokenOCROutput",
+    "TokenOCRPreTrainedModel",
+]

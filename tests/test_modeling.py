@@ -251,3 +251,18 @@ def test_widths_come_from_the_config():
         model.get_image_features(torch.randn(3, 28, 28))
     with pytest.raises(ValueError, match="input_ids"):
         model(pixel_values=torch.randn(1, 3, 28, 28))
+
+
+def test_configs_saved_before_the_loss_settings_load_with_their_defaults():
+    from pathlib import Path
+
+    from tokenocr.modeling import TokenOCRForTokenAlignment
+
+    for folder in sorted((Path(__file__).parents[1] / "models").iterdir()):
+        config = TokenOCRConfig.from_pretrained(folder)
+        assert "loss_weights" not in (folder / "config.json").read_text()
+        assert config.loss_weights == {"seg": 0.0, "sim": 1.0, "l2": 1.0, "sig": 1.0}
+        assert (config.seg_logit_scale, config.seg_logit_bias, config.learn_seg_temperature) == (10.0, -5.0, False)
+        head = TokenOCRForTokenAlignment.from_pretrained(folder)  # a TokenOCRModel folder, into the training head
+        assert head.seg_logit_scale_log.exp().item() == pytest.approx(10.0) and head.seg_logit_bias.item() == -5.0
+        assert not any("seg_logit" in name for name, _ in head.named_parameters())

@@ -231,13 +231,104 @@ def test_the_training_head_restores_its_temperature_and_reports_hidden_states(tm
 
     head = TokenOCRForTokenAlignment(vit_config(), seg_logit_scale=4.0, seg_logit_bias=-1.5)
     head.save_pretrained(tmp_path)
-    loaded = TokenOCRForTokenAlignment.from_pretrained(tmp_path)  # the buffers are not saved: initialised again
-    assert loaded.seg_logit_scale_log.item() == pytest.approx(math.log(10.0))
-    assert loaded.seg_logit_bias.item() == pytest.approx(-5.0)
+    loaded = TokenOCRForTokenAlignment.from_pretrained(tmp_path)  # buffers, not saved: set again from the config
+    assert loaded.seg_logit_scale_log.item() == pytest.approx(math.log(4.0))
+    assert loaded.seg_logit_bias.item() == pytest.approx(-1.5)
     # Two images of one tile each need no num_tiles; the tower's hidden states come back as the model's do.
     output = loaded(pixel_values=TILES, input_ids=IDS[:, :2], output_hidden_states=True)
     assert output.similarity.shape == (2, 2, 64)
     assert len(output.hidden_states) == loaded.config.num_vision_layers_used + 1
+
+
+def alignment_batch(config):
+    """A head's batch for `config`'s tower: two images of one tile (ViT) or one whole image each (ResNet)."""
+    masks = torch.rand(2, 3, 96, generator=torch.Generator().manual_seed(4)) > 0.5
+    if config.is_internvit:
+        return {"pixel_values": TILES, "input_ids": IDS, "attention_mask": MASK, "token_masks": masks[..., :64]
+                .reshape(2, 3, 8, 8)}
+    return {"pixel_values": IMAGES, "input_ids": IDS, "attention_mask": MASK, "token_masks": masks,
+            "map_sizes": torch.tensor([[8, 12], [8, 12]])}
+
+
+def assert_same_fields(as_tuple, as_dict):
+    """Every field of a tuple output equals the same field of the dict output (nested tuples included)."""
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict)
+    for name, first, second in zip(as_dict.keys(), as_tuple, as_dict.values()):
+        if isinstance(second, tuple):
+            assert len(first) == len(second), name
+            for a, b in zip(first, second):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+        else:
+            torch.testing.assert_close(first, second, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("config", [vit_config, resnet_config], ids=["vit", "resnet"])
+@pytest.mark.parametrize("flags", [{}, {"output_hidden_states": True}], ids=["plain", "hidden_states"])
+def test_tuple_and_dict_outputs_are_equal(config, flags):
+    from tokenocr.modeling import TokenOCRForTokenAlignment
+
+    settings = config()
+    model, head = tiny(settings), TokenOCRForTokenAlignment(settings).eval()
+    batch = alignment_batch(settings)
+    inputs = {"pixel_values": batch["pixel_values"], "input_ids": IDS, "attention_mask": MASK}
+    with torch.no_grad():
+        for module, call in ((model, inputs), (head, batch)):
+            as_tuple = module(**call, return_dict=False, **flags)
+            as_dict = module(**call, return_dict=True, **flags)
+            assert_same_fields(as_tuple, as_dict)
+    assert "loss" in as_dict and ("hidden_states" in as_dict) == bool(flags)
+
+
+def test_a_saved_head_keeps_its_loss_settings(tmp_path):
+    from tokenocr.modeling import TokenOCRForTokenAlignment
+
+    settings = {"loss_weights": {"seg": 2.0, "l2": 0.0, "sig": 0.5}, "seg_logit_scale": 3.0, "seg_logit_bias": 0.5}
+    for learn in (False, True):
+        torch.manual_seed(0)
+        head = TokenOCRForTokenAlignment(vit_config(fixed_logit_bias=None), learn_seg_temperature=learn, **settings)
+        if learn:  # a learned temperature is saved as it has become, not as it started
+            with torch.no_grad():
+                head.seg_logit_scale_log.add_(0.25)
+                head.seg_logit_bias.sub_(0.125)
+        head.eval().save_pretrained(tmp_path / str(learn))
+        saved = json.loads((tmp_path / str(learn) / "config.json").read_text())
+        assert saved["loss_weights"] == {"seg": 2.0, "sim": 1.0, "l2": 0.0, "sig": 0.5}
+        assert (saved["seg_logit_scale"], saved["seg_logit_bias"], saved["learn_seg_temperature"]) == (3.0, 0.5, learn)
+        loaded = TokenOCRForTokenAlignment.from_pretrained(tmp_path / str(learn)).eval()
+        assert loaded.loss_weights == head.loss_weights == saved["loss_weights"]
+        assert loaded.config.learn_seg_temperature is learn
+        assert ("seg_logit_bias" in dict(loaded.named_parameters())) is learn
+        assert loaded.seg_logit_scale_log.item() == pytest.approx(head.seg_logit_scale_log.item())
+        assert loaded.seg_logit_bias.item() == pytest.approx(head.seg_logit_bias.item())
+        batch = alignment_batch(head.config)
+        with torch.no_grad():
+            expected, actual = head(**batch), loaded(**batch)
+        for name in ("loss", "loss_seg", "loss_sim", "loss_l2", "loss_sig"):
+            torch.testing.assert_close(actual[name], expected[name], msg=name)
+        assert expected.loss.item() == pytest.approx(
+            2.0 * expected.loss_seg.item() + expected.loss_sim.item() + 0.5 * expected.loss_sig.item(), rel=1e-5
+        )
+
+
+def test_loss_settings_given_to_the_head_are_written_into_its_config_and_checked():
+    from tokenocr.modeling import TokenOCRForTokenAlignment
+
+    config = vit_config()
+    assert (config.loss_weights, config.seg_logit_scale, config.seg_logit_bias, config.learn_seg_temperature) == (
+        {"seg": 0.0, "sim": 1.0, "l2": 1.0, "sig": 1.0}, 10.0, -5.0, False)
+    head = TokenOCRForTokenAlignment(config, loss_weights={"seg": 1.0}, seg_logit_scale=2)
+    assert head.config is config and config.loss_weights["seg"] == 1.0 and config.seg_logit_scale == 2.0
+    head.configure_loss(seg_logit_bias=-1.0)  # the other settings keep their values
+    assert (config.loss_weights["seg"], config.seg_logit_scale, head.seg_logit_bias.item()) == (1.0, 2.0, -1.0)
+    for bad in ({"loss_weights": {"dice": 1.0}}, {"loss_weights": {"sim": -1.0}}, {"seg_logit_scale": 0.0},
+                {"seg_logit_bias": float("nan")}, {"loss_weights": {"seg": 0.0, "sim": 0.0, "l2": 0.0, "sig": 0.0}}):
+        with pytest.raises(ValueError):
+            TokenOCRForTokenAlignment(vit_config(), **bad)
+        with pytest.raises(ValueError):
+            vit_config(**bad)
+        with pytest.raises(ValueError):
+            head.configure_loss(**bad)
+        assert config.seg_logit_scale == 2.0 and config.loss_weights["seg"] == 1.0  # a refused setting changes nothing
 
 
 def test_a_resnet_model_built_from_a_bfloat16_folders_config_is_built_in_one_dtype(tmp_path):
