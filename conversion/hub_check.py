@@ -189,27 +189,20 @@ def make_example_picture(folder: str, model, processor, sample_page: str, query:
     """
     import shutil
 
-    import torch
     from PIL import Image
     # The folder's own drawing code: the module beside the (remote-code) processor's, which imported it already.
     drawing = importlib.import_module(type(processor).__module__.rpartition(".")[0] + ".visualization_tokenocr")
     query_strip = drawing.query_strip
     page = Image.open(sample_page).convert("RGB")
-    query_ids = processor(text=query, return_tensors="pt")["input_ids"]
+    query_ids = processor(text=query)["input_ids"]
     if maps is None:
-        tiles = processor(images=page, use_thumbnail=False, return_tensors="pt")
-        whole_image = "map_sizes" in tiles  # the ResNet variant's processor: the page whole, no tiles
-        with torch.no_grad():
-            similarity = model.get_similarity(tiles["pixel_values"], query_ids,
-                                              **({"pixel_sizes": tiles["pixel_sizes"]} if whole_image else {}))
-        maps = processor.post_process_similarity(similarity, tiles["grid_cols_rows"], tiles["num_tiles"],
-                                                 **({"map_sizes": tiles["map_sizes"]} if whole_image else {}))[0][0]
-    tokens = [{"token": token, "score": float(token_map.max()), "similarity": token_map.float().numpy()}
-              for token, token_map in zip(processor.query_tokens(query_ids[0]), maps)]
-    relevance = sum(token["score"] for token in tokens) / len(tokens)
+        maps = processor.page_similarity(model, page, query_ids)[0]  # the folder's own scoring of a page
+    found = processor.page_results(maps[None], [query_ids], (page.height, page.width), level="query",
+                                   queries=[query])[0]
     Path(folder, picture_name).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(sample_page, Path(folder, page_name))
-    picture = query_strip(page, tokens, panel_width=448, columns=3, title=f"Query '{query}' (relevance {relevance:.3f})")
+    picture = query_strip(page, found["tokens"], panel_width=448, columns=3,
+                          title=f"Query '{query}' (relevance {found['score']:.3f})")
     picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(Path(folder, picture_name), optimize=True)
 
 

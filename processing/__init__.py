@@ -14,6 +14,7 @@ from tokenocr._lazy import lazy_exports
 # The files of this folder that a converted hub folder carries as its remote code.
 REMOTE_CODE_FILES = (
     "settings_tokenocr.py",
+    "pages_tokenocr.py",
     "image_processing_tokenocr.py",
     "processing_tokenocr.py",
     "pipeline_tokenocr.py",
@@ -27,6 +28,7 @@ _EXPORTS = {
     "TokenSimilarityPipeline": "pipeline_tokenocr",
     "mask_to_boxes": "visualization_tokenocr",
     "prepare_query": "processing_tokenocr",
+    "read_pages": "pages_tokenocr",
     "query_similarity": "query_tokenocr",
     "relevance_score": "pipeline_tokenocr",
     "stitch_tiles": "processing_tokenocr",
@@ -37,6 +39,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .image_processing_tokenocr import TokenOCRImageProcessor
+    from .pages_tokenocr import read_pages
     from .pipeline_tokenocr import TokenSimilarityPipeline, relevance_score
     from .visualization_tokenocr import mask_to_boxes
     from .processing_tokenocr import TokenOCRProcessor, prepare_query, stitch_tiles, whole_image_map

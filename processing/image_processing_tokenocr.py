@@ -2,16 +2,12 @@
 # Licensed under the MIT License.
 """
 Image processor for TokenOCR: the original dynamic tiling, with each image's tile grid reported, or whole images for
-the ResNet variant (R50); image and PDF loading.
+the ResNet variant (R50). Inputs are read by `pages_tokenocr`.
 """
 
-import io
 import math
-import os
-from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
@@ -20,208 +16,11 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     get_optimal_tiled_canvas,
 )
 
+from .pages_tokenocr import to_rgb_image
 from .settings_tokenocr import (
-    DEFAULT_MAX_SIDE, DEFAULT_PDF_DPI, DEFAULT_THRESHOLD, MAX_PDF_PAGE_PIXELS, MAX_TILES, MIN_TILES, RESNET_STRIDE,
-    UPSAMPLING,
-    check_max_side, check_threshold, check_tiles, selected_pdf_pages,
+    DEFAULT_MAX_SIDE, DEFAULT_THRESHOLD, MAX_TILES, MIN_TILES, RESNET_STRIDE, UPSAMPLING,
+    check_max_side, check_threshold, check_tiles,
 )
-
-
-# PIL modes holding more than 8 bits per sample; PIL's own convert("RGB") clips them to 255.
-_WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def describe_image(image, index: int = 0, position: str | None = None) -> str:
-    """How an image input is named in messages: its path or file name, else `position` (default `images[index]`, its
-    place in the list given)."""
-    if isinstance(image, (str, os.PathLike)):
-        return f"'{os.fsdecode(image)}'"
-    filename = getattr(image, "filename", None)
-    return f"'{filename}'" if filename else (position or f"images[{index}]")
-
-
-def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
-    """
-    A numpy image (HW, HWC or CHW) as a PIL image. uint8 as is; bool as 0/255; uint16 as 16-bit (scaled to 8 bits);
-    any other integer dtype as 0-255 values (clipped); floats as [0, 1] when their maximum is at most 1, else 0-255.
-    """
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ValueError(
-            f"Cannot read {name} as an image: expected (height, width), (height, width, channels) or "
-            f"(channels, height, width) with 1, 3 or 4 channels, got shape {array.shape}."
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} has zero size ({array.shape[1]}x{array.shape[0]} pixels).")
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    elif array.dtype == np.uint16:
-        array = np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.integer):
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contains NaN or infinite values.")
-        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
-        array = np.clip(np.round(array * scale), 0, 255).astype(np.uint8)
-    else:
-        raise ValueError(f"Cannot read {name} as an image: unsupported dtype {array.dtype}.")
-    return Image.fromarray(array)
-
-
-def _tensor_to_numpy(tensor, name: str) -> np.ndarray:
-    if tensor.is_floating_point():
-        tensor = tensor.float()  # numpy has no bfloat16
-    elif tensor.is_complex():
-        raise ValueError(f"Cannot read {name} as an image: complex tensor of dtype {tensor.dtype}.")
-    return tensor.detach().cpu().numpy()
-
-
-# Paths and URLs are opened here rather than with `transformers.image_utils.load_image`, which converts to RGB and
-# applies the EXIF orientation at once: 16-bit images must be rescaled before the RGB conversion (PIL would clip them
-# to white), the orientation is optional, and every failure must name the image on one line.
-def _open_file(location: str, name: str) -> Image.Image:
-    if not os.path.exists(location):
-        raise FileNotFoundError(f"Image file {name} does not exist.")
-    if os.path.isdir(location):
-        raise ValueError(f"{name} is a folder, not an image file.")
-    return _decode(lambda: Image.open(location), name)
-
-
-def _open_url(url: str, name: str) -> Image.Image:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            content = response.read()
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise ValueError(f"Cannot download image {name}: {error}") from error
-    return _decode(lambda: Image.open(io.BytesIO(content)), name)
-
-
-def _decode(opener, name: str) -> Image.Image:
-    try:
-        image = opener()
-        image.load()
-    except Image.DecompressionBombError as error:
-        raise ValueError(
-            f"Image {name} is too large to decode safely ({error}); PIL refuses images above "
-            f"{2 * Image.MAX_IMAGE_PIXELS} pixels."
-        ) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ValueError(f"Cannot read image file {name}: {error}") from error
-    return image
-
-
-def to_rgb_image(image, index: int = 0, apply_exif_orientation: bool = True, name: str | None = None) -> Image.Image:
-    """
-    Open `image` (a path, URL, PIL image, numpy array or torch tensor) as a PIL RGB image the way the original
-    TokenOCR code does: PIL's `convert("RGB")`, which drops an alpha channel without compositing it. 16-bit images
-    are rescaled to 8 bits first (PIL alone would clip them to white). With `apply_exif_orientation` (the default,
-    a deliberate difference from the original), a file's or PIL image's EXIF orientation is applied, so a phone
-    photo is processed upright. Messages name the image `name`, else as `describe_image(image, index)` does.
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        TypeError: an input of another type.
-        ValueError: an unreadable, truncated, empty, zero-size or too large image, or a URL that cannot be fetched;
-            the message names it.
-    """
-    name = name or describe_image(image, index)
-    if isinstance(image, (str, os.PathLike)):
-        location = os.fsdecode(image)
-        is_url = location.startswith(("http://", "https://"))
-        image = _open_url(location, name) if is_url else _open_file(location, name)
-    elif isinstance(image, Image.Image):
-        image = _decode(lambda: image, name)
-    else:
-        if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch.Tensor
-            image = _tensor_to_numpy(image, name)
-        if not isinstance(image, np.ndarray):
-            raise TypeError(
-                f"{name} is a {type(image).__name__}; expected a path, URL, PIL image, numpy array or torch tensor."
-            )
-        image = _array_to_pil(image, name)
-
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"{name} has zero size ({image.width}x{image.height} pixels).")
-    if apply_exif_orientation:
-        image = ImageOps.exif_transpose(image)
-    if image.mode in _WIDE_INTEGER_MODES:
-        image = _array_to_pil(np.asarray(image).astype(np.uint16, copy=False), name)
-    return image.convert("RGB")
-
-
-def is_pdf(source) -> bool:
-    """Whether `source` is a PDF: a path ending in `.pdf` or bytes starting with the PDF signature."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source[:5]) == b"%PDF-"
-    return isinstance(source, (str, os.PathLike)) and os.fsdecode(source).lower().endswith(".pdf")
-
-
-def _open_pdf(source):
-    """`(document, name)` for a PDF path or bytes; one-line errors for what cannot be read."""
-    try:
-        import pypdfium2
-    except ImportError as error:
-        raise ImportError("Reading PDFs needs pypdfium2: pip install pypdfium2") from error
-    name = describe_image(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "given as bytes"
-    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
-        raise FileNotFoundError(f"PDF file {name} does not exist.")
-    try:
-        document = pypdfium2.PdfDocument(os.fspath(source) if isinstance(source, os.PathLike) else source)
-    except pypdfium2.PdfiumError as error:
-        raise ValueError(f"Cannot read PDF {name}: {error} (damaged, or encrypted with a password)") from error
-    if len(document) == 0:
-        document.close()
-        raise ValueError(f"PDF {name} has no pages.")
-    return document, name
-
-
-def pdf_page_numbers(source, pages: str | None = None) -> list[int]:
-    """The 1-based numbers of the `pages` selected (`"1-3,7"`, default all) in a PDF (a path or its bytes)."""
-    document, name = _open_pdf(source)
-    try:
-        return selected_pdf_pages(len(document), pages, name)
-    finally:
-        document.close()
-
-
-def load_pdf_pages(source, pages: str | None = None, dpi: int = DEFAULT_PDF_DPI) -> Iterator[tuple[int, Image.Image]]:
-    """
-    Render the pages of a PDF (a path, or its bytes) as RGB images, one at a time: yields `(page_number, image)`
-    with 1-based page numbers, for the `pages` selected (`"1-3,7"`, default all) at `dpi` dots per inch. Needs
-    `pypdfium2` (`pip install pypdfium2`, or the package's `pdf` extra).
-
-    Raises:
-        ImportError: pypdfium2 is not installed.
-        ValueError: the PDF is encrypted, damaged or has no pages, a selected page does not exist, or a page at
-            `dpi` would exceed `MAX_PDF_PAGE_PIXELS` (checked before it is rendered).
-    """
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 18 <= dpi <= 1200:
-        raise ValueError(f"dpi must be between 18 and 1200, got {dpi!r}.")
-    document, name = _open_pdf(source)
-    try:
-        for number in selected_pdf_pages(len(document), pages, name):
-            page = document[number - 1]
-            try:
-                width, height = (round(side * dpi / 72) for side in page.get_size())
-                if width * height > MAX_PDF_PAGE_PIXELS:
-                    fitting = int(dpi * math.sqrt(MAX_PDF_PAGE_PIXELS / (width * height)))
-                    raise ValueError(
-                        f"Page {number} of {name} would be {width} x {height} pixels at {dpi} dpi, more than "
-                        f"{MAX_PDF_PAGE_PIXELS // 1_000_000} megapixels; render it at {fitting} dpi or less."
-                    )
-                yield number, page.render(scale=dpi / 72).to_pil().convert("RGB")
-            finally:
-                page.close()
-    finally:
-        document.close()
 
 
 def whole_image_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
@@ -478,6 +277,5 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
 
 
 __all__ = [
-    "TokenOCRImageProcessor", "load_pdf_pages", "pad_images", "pdf_page_numbers", "to_rgb_image", "whole_image_map_size",
-    "whole_image_size",
+    "TokenOCRImageProcessor", "pad_images", "whole_image_map_size", "whole_image_size",
 ]

@@ -2,19 +2,21 @@
 # Licensed under the MIT License.
 """`pipeline("token-similarity")`: where each token of a text query appears in document images."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
-from .image_processing_tokenocr import is_pdf, load_pdf_pages, pad_images, to_rgb_image
+from .image_processing_tokenocr import pad_images
+from .pages_tokenocr import is_pdf, read_pages
 from .processing_tokenocr import LEVELS
 from .query_tokenocr import query_similarity
 from .settings_tokenocr import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PDF_DPI,
     LOCATIONS_PER_CHUNK,
+    check_batch_size,
     check_queries,
     check_threshold,
     check_tiles,
@@ -49,8 +51,10 @@ class TokenSimilarityPipeline(ChunkPipeline):
 
     Call with `images` and `queries` (a string or a list of strings). `images` is one image (a path, URL, PIL image,
     numpy array or torch tensor), a list of them, a generator, or a dataset (e.g. `KeyDataset`); a PDF (a `.pdf`
-    path or PDF bytes) stands for its pages. Images stream through one at a time: memory does not grow with their
-    number, and a generator or a dataset gives back a generator of results, in input order.
+    path or PDF bytes) stands for its pages. Images are read and scored one at a time (`pages_tokenocr.read_pages`);
+    a list gives back a list, which holds every image's results (with their pictures, unless
+    `return_visuals=False`), while a generator or a dataset gives back a generator of results, in input order, so that
+    memory does not grow with the number of images.
 
     For one image and one query the result is a list with one dict per query token:
 
@@ -95,7 +99,7 @@ class TokenSimilarityPipeline(ChunkPipeline):
     _load_video_processor = False
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
+        kwargs["batch_size"] = check_batch_size(kwargs.get("batch_size") or DEFAULT_BATCH_SIZE)
         super().__init__(*args, **kwargs)
         self.processor.image_processor.check_model(self.model.config)
 
@@ -139,6 +143,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
         if queries is None:
             raise ValueError("TokenSimilarityPipeline needs queries: pipe(image, 'text to find').")
         single_query = isinstance(queries, str)
+        if kwargs.get("batch_size") is not None:
+            check_batch_size(kwargs["batch_size"])
         top_k = kwargs.pop("top_k", None)
         pages, dpi = kwargs.pop("pages", None), kwargs.pop("dpi", DEFAULT_PDF_DPI)
         streamed = isinstance(images, Iterator) or isinstance(images, torch.utils.data.Dataset)
@@ -150,19 +156,19 @@ class TokenSimilarityPipeline(ChunkPipeline):
             images = [images] if single_image or not isinstance(images, (list, tuple)) else list(images)
             if not images:
                 raise ValueError("No image was given.")
-        items = _expand_pdfs(images, pages, dpi)
-        results = super().__call__(items if streamed else list(items), queries=queries, **kwargs)
+        # Pages are read one at a time as the pipeline reaches them (`pages_tokenocr.read_pages`), whatever was given.
+        results = super().__call__(read_pages(images, pages, dpi), queries=queries, **kwargs)
         if streamed:
             return (result[0] if single_query else result for result in results)
+        results = list(results)
         if top_k is not None:
             ranked = _rank(results, top_k)
             return ranked[0] if single_query else ranked
         results = [result[0] if single_query else result for result in results]
         return results[0] if single_image else results
 
-    def preprocess(self, item, min_tiles=None, max_tiles=None):
-        image, page, position = item["image"], item["page"], item["position"]
-        rgb = image if page is not None else to_rgb_image(image, position)
+    def preprocess(self, page, min_tiles=None, max_tiles=None):
+        rgb, page = page.image, page.number
         limits = {name: value for name, value in (("min_tiles", min_tiles), ("max_tiles", max_tiles)) if value}
         tiles = self.processor.image_processor(rgb, use_thumbnail=False, return_tensors="pt", **limits)
         if "map_sizes" in tiles:  # whole-image processor (ResNet variant): the image is its only chunk
@@ -246,17 +252,6 @@ def _whole_image_chunk(processed, rgb, page) -> dict:
         "map_size": tuple(processed["map_sizes"][0].tolist()),
         "page": page,
     }
-
-
-def _expand_pdfs(images: Iterable, pages, dpi) -> Iterator:
-    """`{"image", "page", "position"}` per input (`page` None) and per rendered page of a PDF input (its number);
-    `position` is the input's place in what was given, which messages name."""
-    for position, image in enumerate(images):
-        if is_pdf(image):
-            for number, page in load_pdf_pages(image, pages, dpi):
-                yield {"image": page, "page": number, "position": position}
-        else:
-            yield {"image": image, "page": None, "position": position}
 
 
 def _rank(results: list, top_k: int) -> list:

@@ -2,17 +2,41 @@
 # Licensed under the MIT License.
 """Processor for TokenOCR: tiles images, tokenises queries with the original rule, stitches similarity maps."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import BatchEncoding
 
-from .image_processing_tokenocr import to_rgb_image, whole_image_size
+from .image_processing_tokenocr import whole_image_size
+from .pages_tokenocr import to_rgb_image
 from .query_tokenocr import query_boxes, query_similarity
-from .settings_tokenocr import MAX_QUERY_TOKENS, UPSAMPLING, check_queries, check_threshold, prepare_query
+from .settings_tokenocr import (
+    DEFAULT_BATCH_SIZE, MAX_QUERY_TOKENS, UPSAMPLING, check_queries, check_threshold, prepare_query,
+)
 from .visualization_tokenocr import query_visuals, token_visuals, visual_image
 
 LEVELS = ("token", "query")
+
+
+@dataclass
+class PageFeatures:
+    """
+    One page's vision features, held so that many queries can be scored without running the vision tower again
+    ([`~TokenOCRProcessor.page_features`]): `features` `(num_tiles, num_locations, hidden_size)` of the grid tiles
+    (no thumbnail; one "tile" for a whole-image model), the grid `(cols, rows)`, a whole image's `map_size` `(h, w)`
+    (None for tiles) and the page's `image_size` `(height, width)`.
+    """
+
+    features: torch.Tensor
+    grid_cols_rows: tuple[int, int]
+    map_size: tuple[int, int] | None
+    image_size: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size()
 
 
 def stitch_tiles(tile_maps: torch.Tensor, grid_cols_rows) -> torch.Tensor:
@@ -76,6 +100,18 @@ class TokenOCRProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    @classmethod
+    def _load_tokenizer_from_pretrained(cls, sub_processor_type, pretrained_model_name_or_path, subfolder="", **kwargs):
+        """
+        The tokenizer with transformers' own classes, never a folder's tokenizer code: `trust_remote_code` (which
+        `from_pretrained` passes to every part) is turned off here, so an `auto_map` for `AutoTokenizer` in
+        `tokenizer_config.json` runs nothing; a tokenizer that needs its own code is refused.
+        """
+        kwargs["trust_remote_code"] = False
+        return super()._load_tokenizer_from_pretrained(
+            sub_processor_type, pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+        )
+
     @property
     def model_input_names(self) -> list[str]:
         """Every key `__call__` may return: the query's, then the image processor's."""
@@ -118,11 +154,71 @@ class TokenOCRProcessor(ProcessorMixin):
         encoded = self.tokenizer(prepared, add_special_tokens=False, padding=several, return_tensors=return_tensors)
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
-    def query_tokens(self, input_ids) -> list[str]:
-        """The text of each query token, as the original shows it (`tokenizer.decode` of each id alone)."""
+    def query_tokens(self, input_ids, query: str | None = None) -> list[str]:
+        """
+        The text of each query token: as the original shows it (`tokenizer.decode` of the id alone) where that is
+        whole characters. A byte-level or byte-fallback token may hold part of a character's UTF-8 bytes ('€' is
+        three), which decodes alone to U+FFFD; such a token shows the query's own characters that it completes, and
+        the tokens before it that hold only part of a character show ''. With `query` (the text given to the
+        processor) and a fast tokenizer, those characters come from the tokenizer's offsets into the query;
+        otherwise from decoding the run of such tokens together.
+
+        Args:
+            input_ids: one query's ids (a list or a 1-D tensor; padding left out).
+            query (`str`, *optional*): the query they were made from (before `prepare_query`).
+        """
         if isinstance(input_ids, torch.Tensor):
             input_ids = input_ids.tolist()
-        return [self.tokenizer.decode([int(token_id)]) for token_id in input_ids]
+        ids = [int(token_id) for token_id in input_ids]
+        texts = [self.tokenizer.decode([token_id]) for token_id in ids]
+        if all("\ufffd" not in text for text in texts):
+            return texts
+        return self._texts_from_offsets(ids, texts, query) or self._texts_from_runs(ids, texts)
+
+    def _texts_from_offsets(self, ids: list[int], texts: list[str], query: str | None) -> list[str] | None:
+        """`query_tokens` from the fast tokenizer's character offsets into the prepared query (None when there are
+        none, or the query does not give these ids)."""
+        if query is None or not getattr(self.tokenizer, "is_fast", False):
+            return None
+        prepared = prepare_query(query)
+        encoded = self.tokenizer(prepared, add_special_tokens=False, return_offsets_mapping=True)
+        if list(encoded["input_ids"]) != ids:
+            return None
+        offsets = [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
+        shown, done = [], 0
+        for index, (start, end) in enumerate(offsets):
+            # A character belongs to the last token that covers it: a later token starting before `end` still
+            # holds some of its bytes.
+            later = [first for first, _ in offsets[index + 1:]]
+            complete = min([end, *later]) if later else end
+            start = max(start, done)
+            text = prepared[start:complete] if complete > start else ""
+            done = max(done, complete)
+            if "\ufffd" in texts[index] and not texts[index][:1].isspace():
+                text = text.lstrip()  # as decode shows the token: its leading space only where decode keeps one
+            shown.append(text if "\ufffd" in texts[index] else texts[index])
+        return shown
+
+    def _texts_from_runs(self, ids: list[int], texts: list[str]) -> list[str]:
+        """`query_tokens` without offsets: each run of tokens that decode alone to U+FFFD is decoded growing, one
+        token at a time, and each token shows the characters it completes."""
+        shown, index = list(texts), 0
+        while index < len(ids):
+            if "\ufffd" not in texts[index]:
+                index += 1
+                continue
+            last = index
+            while last + 1 < len(ids) and "\ufffd" in texts[last + 1]:
+                last += 1
+            done = ""
+            for position in range(index, last + 1):
+                decoded = self.tokenizer.decode(ids[index:position + 1])
+                if position < last:  # a character still cut at the end waits for the token that completes it
+                    decoded = decoded.rstrip("\ufffd")
+                shown[position] = decoded[len(done):] if decoded.startswith(done) else decoded
+                done = decoded
+            index = last + 1
+        return shown
 
     def post_process_similarity(self, similarity, grid_cols_rows, num_tiles=None, map_sizes=None) -> list[torch.Tensor]:
         r"""
@@ -219,24 +315,11 @@ class TokenOCRProcessor(ProcessorMixin):
         maps_per_image = self.post_process_similarity(similarity, grid_cols_rows, num_tiles, map_sizes)
         if len(sizes) != len(maps_per_image) or (images is not None and len(images) != len(sizes)):
             raise ValueError(f"Got maps of {len(maps_per_image)} images but {len(sizes)} image sizes.")
-        texts = (queries or [self.tokenizer.decode(query) for query in ids]) if level == "query" else None
         return [
-            self._image_results(maps, ids, (int(width), int(height)), threshold,
-                                visual_image(images[index]) if images is not None else None, texts, map_sizes is not None)
+            self.page_results(maps, ids, (height, width), threshold, level, queries,
+                              images[index] if images is not None else None)
             for index, (maps, (height, width)) in enumerate(zip(maps_per_image, sizes))
         ]
-
-    def _image_results(self, maps, ids, image_size, threshold, shown, texts, whole) -> list:
-        """One image's results: per query its token list, or with `texts` (the query level) its query result."""
-        per_query = [
-            [self._token_result(maps[q, t], token_id, image_size, threshold, shown) for t, token_id in enumerate(query)]
-            for q, query in enumerate(ids)
-        ]
-        if texts is None:
-            return per_query
-        scale = self.map_scale(maps.shape[-2:], image_size[::-1], whole)
-        return [self.query_result(text, tokens, maps[q, : len(tokens)], scale, image_size, threshold, shown)
-                for q, (text, tokens) in enumerate(zip(texts, per_query))]
 
     def map_scale(self, map_size, image_size, whole: bool) -> tuple[float, float]:
         """
@@ -264,10 +347,10 @@ class TokenOCRProcessor(ProcessorMixin):
             result.update(heatmap=picture, mask=mask)
         return result
 
-    def _token_result(self, token_map, token_id: int, image_size, threshold: float, shown) -> dict:
+    def _token_result(self, token_map, token_id: int, text: str, image_size, threshold: float, shown) -> dict:
         mask, boxes, heatmap = token_visuals(token_map, image_size, threshold, shown)
         result = {
-            "token": self.tokenizer.decode([int(token_id)]), "token_id": int(token_id),
+            "token": text, "token_id": int(token_id),
             "score": float(token_map.max()), "similarity": token_map.float().numpy().astype(np.float32, copy=True),
             "boxes": boxes,
         }
@@ -288,6 +371,110 @@ class TokenOCRProcessor(ProcessorMixin):
             )
         return [whole_image_map(similarity[..., index, :], size) for index, size in enumerate(sizes)]
 
+    # ------------------------------------------------------------------ one page, from pixels to results
+
+    def _page_pixels(self, image, max_tiles=None):
+        limits = {} if max_tiles is None else {"max_tiles": max_tiles}
+        return self.image_processor(image, use_thumbnail=False, return_tensors="pt", **limits)
+
+    def page_features(self, model, image, max_tiles: int | None = None, tiles_per_batch: int = DEFAULT_BATCH_SIZE,
+                      progress=None) -> PageFeatures:
+        """
+        The vision pass over one page (an image input, read as [`to_rgb_image`] reads it): its grid tiles'
+        features, `tiles_per_batch` tiles per forward of `model`, held whole for [`~TokenOCRProcessor.page_similarity`]
+        (a 12-tile page of a released model holds about 3 GB; without a cache, give the image itself there instead).
+        `progress(done, total)` is called before each batch.
+        """
+        inputs = self._page_pixels(image, max_tiles)
+        pixel_values, pixel_sizes = inputs["pixel_values"], inputs.get("pixel_sizes")
+        features = []
+        with torch.no_grad():
+            for start in range(0, len(pixel_values), tiles_per_batch):
+                if progress is not None:
+                    progress(start, len(pixel_values))
+                batch = pixel_values[start : start + tiles_per_batch].to(*_device_and_dtype(model))
+                sizes = None if pixel_sizes is None else pixel_sizes[start : start + tiles_per_batch]
+                features.append(model.get_image_features(batch, sizes).pooler_output)
+        map_sizes = inputs.get("map_sizes")
+        return PageFeatures(
+            features=torch.cat(features), grid_cols_rows=tuple(int(v) for v in inputs["grid_cols_rows"][0]),
+            map_size=None if map_sizes is None else tuple(int(v) for v in map_sizes[0]),
+            image_size=tuple(int(v) for v in inputs["image_sizes"][0]),
+        )
+
+    def page_similarity(self, model, page, input_ids, attention_mask=None, max_tiles: int | None = None,
+                        tiles_per_batch: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+        """
+        One page's similarity maps for queries: the processor's tiles (or whole image), `model.get_similarity`
+        (features never held whole when `page` is an image) and [`~TokenOCRProcessor.post_process_similarity`].
+        Evaluation, the converter's card picture and the demo score pages with it; the pipeline runs the same three
+        steps a tile batch at a time across images.
+
+        Args:
+            page: an image input, or the [`PageFeatures`] of one ([`~TokenOCRProcessor.page_features`]).
+            input_ids (`(num_queries, sequence_length)` or `(sequence_length,)`): query ids, e.g. `processor(text=...)`.
+            attention_mask (*optional*): 0 at padding, whose maps are 0.
+
+        Returns:
+            `torch.Tensor` float32 of shape `(num_queries, sequence_length, h, w)`: the stitched maps (a whole image's
+            map for a ResNet tower), on the CPU.
+        """
+        device, dtype = _device_and_dtype(model)
+        input_ids = torch.as_tensor(input_ids)
+        input_ids = (input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids).to(device)
+        mask = None if attention_mask is None else torch.as_tensor(attention_mask).to(device)
+        with torch.no_grad():
+            if isinstance(page, PageFeatures):
+                similarity = model.get_similarity(input_ids=input_ids, attention_mask=mask, image_embeds=page.features)
+                grids, num_tiles = [page.grid_cols_rows], [len(page.features)]
+                map_sizes = None if page.map_size is None else [page.map_size]
+            else:
+                inputs = self._page_pixels(page, max_tiles)
+                similarity = model.get_similarity(
+                    inputs["pixel_values"].to(device, dtype), input_ids, mask,
+                    pixel_sizes=inputs.get("pixel_sizes"), tiles_per_batch=tiles_per_batch,
+                )
+                grids, num_tiles, map_sizes = inputs["grid_cols_rows"], inputs["num_tiles"], inputs.get("map_sizes")
+        return self.post_process_similarity(similarity.float().cpu(), grids, num_tiles, map_sizes)[0]
+
+    def page_results(self, maps, input_ids, image_size, threshold: float | None = None, level: str = "token",
+                     queries: list[str] | None = None, image=None) -> list:
+        """
+        One page's results from its maps, exactly as [`~TokenOCRProcessor.post_process_token_similarity`] gives
+        them for each image (it calls this): per query a token list, or with `level="query"` one query result.
+
+        Args:
+            maps (`(num_queries, sequence_length, h, w)`): [`~TokenOCRProcessor.page_similarity`].
+            input_ids: the queries' ids (padding left out: a list of lists, or a tensor without padding).
+            image_size (`(height, width)`): the page's size in pixels.
+            image (`PIL.Image.Image`, *optional*): the page, to add the pictures (`heatmap`, `mask`), drawn at its
+                `visual_size`; or a smaller copy of it (a display's), which sets the pictures' size (boxes and scores
+                do not change: they come from the maps at the page's size).
+        """
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(map(repr, LEVELS))}, got {level!r}.")
+        threshold = self.image_processor.mask_threshold if threshold is None else check_threshold(threshold)
+        ids = _unpadded_ids(input_ids)
+        size = (int(image_size[1]), int(image_size[0]))  # (width, height), as the drawing helpers take it
+        shown = visual_image(image) if image is not None else None
+        per_query = []
+        for q, query_ids in enumerate(ids):
+            texts = self.query_tokens(query_ids, queries[q] if queries else None)
+            per_query.append([self._token_result(maps[q, t], token_id, text, size, threshold, shown)
+                              for t, (token_id, text) in enumerate(zip(query_ids, texts))])
+        if level == "token":
+            return per_query
+        names = queries or [self.tokenizer.decode(query) for query in ids]
+        scale = self.map_scale(maps.shape[-2:], size[::-1], not self.image_processor.do_tiling)
+        return [self.query_result(name, tokens, maps[q, : len(tokens)], scale, size, threshold, shown)
+                for q, (name, tokens) in enumerate(zip(names, per_query))]
+
+
+def _device_and_dtype(model) -> tuple:
+    """Where a model's weights are and their dtype (what its inputs are moved to)."""
+    weight = next(model.parameters())
+    return weight.device, weight.dtype
+
 
 def _unpadded_ids(input_ids, attention_mask=None) -> list[list[int]]:
     """Each query's ids as a list, padding (attention mask 0) left out; one unbatched query becomes a batch of one."""
@@ -301,4 +488,4 @@ def _unpadded_ids(input_ids, attention_mask=None) -> list[list[int]]:
 
 
 # prepare_query: see settings_tokenocr
-__all__ = ["TokenOCRProcessor", "prepare_query", "stitch_tiles", "whole_image_map"]
+__all__ = ["PageFeatures", "TokenOCRProcessor", "prepare_query", "stitch_tiles", "whole_image_map"]

@@ -6,6 +6,7 @@ command line reads them while parsing arguments, before torch or transformers ar
 """
 
 import math
+import re
 
 
 # The original's threshold for turning a similarity map into a text mask (on the raw cosine similarity).
@@ -13,6 +14,11 @@ DEFAULT_THRESHOLD = 0.2
 
 # Tiles per vision-tower forward in the pipeline (its `batch_size`) when the caller does not choose.
 DEFAULT_BATCH_SIZE = 4
+
+# Most tiles per vision-tower forward that may be asked for (the pipeline's `batch_size`, the command line's
+# `--batch-size`): far above what any accelerator holds at once (a tile is 448 x 448 pixels, and tiles of consecutive
+# images share a forward), so that only a mistyped number (10**9) is refused, before anything is allocated.
+MAX_BATCH_SIZE = 1024
 
 # Query locations projected and scored at once by the pipeline; bounds its working memory.
 LOCATIONS_PER_CHUNK = 2048
@@ -67,17 +73,42 @@ def prepare_query(query) -> str:
     return query if query[0] in NO_SPACE_PREFIX_CHARACTERS else " " + query
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, alone: not text
+
+
 def check_queries(queries) -> list[str]:
-    """`queries` (one string, or a list or tuple of strings) as a non-empty list, each checked by `prepare_query`."""
+    """
+    `queries` (one string, or a list or tuple of strings) as a non-empty list, each checked by `prepare_query`.
+
+    Raises:
+        TypeError: a query is not a string.
+        ValueError: no query; an empty one; or one holding a lone surrogate (U+D800 to U+DFFF, not text: Python
+            gives one for each byte of a command-line argument that is not UTF-8), named by its position.
+    """
     if isinstance(queries, str):
         queries = [queries]
     elif not isinstance(queries, (list, tuple)):
         raise TypeError(f"queries must be a string or a list of strings, got {type(queries).__name__}.")
     if not queries:
         raise ValueError("No query was given.")
-    for query in queries:
+    for position, query in enumerate(queries, 1):
         prepare_query(query)
+        surrogate = _LONE_SURROGATE.search(query)
+        if surrogate:
+            raise ValueError(
+                f"Query {position} ({ascii(query)[:60]}) holds the lone surrogate {ascii(surrogate.group())[1:-1]} at "
+                f"character {surrogate.start() + 1}, which is not text (bytes that are not UTF-8 give one on a command "
+                "line); give the query as UTF-8 text."
+            )
     return list(queries)
+
+
+def check_batch_size(batch_size) -> int:
+    """Tiles (or whole images) per vision-tower forward: an integer from 1 to `MAX_BATCH_SIZE`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE} (tiles per forward), "
+                         f"got {batch_size!r}.")
+    return batch_size
 
 
 def check_threshold(threshold) -> float:

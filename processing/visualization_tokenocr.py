@@ -355,12 +355,13 @@ def token_visuals(token_map, image_size: tuple[int, int], threshold: float, show
         token_map (`torch.Tensor` of shape `(rows * side, cols * side)`): the token's stitched similarity map.
         image_size (`(width, height)`): the input image's size in pixels.
         threshold (`float`): mask threshold on the cosine similarity.
-        shown (`PIL.Image.Image`, *optional*): the image at `visual_size` (`visual_image`), to draw the heatmap on.
+        shown (`PIL.Image.Image`, *optional*): the image to draw the heatmap on: at `visual_size` (`visual_image`),
+            or smaller (a display copy), which then sets the size of the heatmap and the returned mask.
 
     Returns:
-        `(mask, boxes, heatmap)`: `mask` a bool array `(height, width)` at the image's `visual_size`; `boxes` of its
-        connected regions in the image's own pixel coordinates; `heatmap` an RGB PIL image of the mask's size, or
-        `None` without `shown`.
+        `(mask, boxes, heatmap)`: `mask` a bool array `(height, width)` at the image's `visual_size` (or `shown`'s
+        size); `boxes` of the mask's connected regions at `visual_size`, in the image's own pixel coordinates;
+        `heatmap` an RGB PIL image of the mask's size, or `None` without `shown`.
     """
     width, height = visual_size(*image_size)
     resized = resize_map(token_map, (width, height))
@@ -372,7 +373,12 @@ def token_visuals(token_map, image_size: tuple[int, int], threshold: float, show
             [int(left * sx), int(top * sy), min(image_size[0], round(right * sx)), min(image_size[1], round(bottom * sy))]
             for left, top, right, bottom in boxes
         ]
-    return mask, boxes, overlay_heatmap(shown, resized) if shown is not None else None
+    if shown is None:
+        return mask, boxes, None
+    if shown.size != (width, height):  # a smaller display copy: its pictures at its own size
+        resized = resize_map(token_map, shown.size)
+        mask = resized > threshold
+    return mask, boxes, overlay_heatmap(shown, resized)
 
 
 def map_on_image(values, scale: tuple[float, float], size: tuple[int, int]) -> np.ndarray:

@@ -141,10 +141,11 @@ def test_errors_are_messages(client, tmp_path):
     cases = [
         (dict(image=SAMPLE_PAGE, query="   "), "the query is empty"),
         (dict(query="Invoice"), "no page"),
-        (dict(pdf=damaged), "cannot open PDF 'damaged.pdf'"),
-        (dict(pdf=pdf, page=3), "has 2 page(s); page 3 does not exist"),
+        # The library's page reader's messages, naming the file (never the server's path to it).
+        (dict(pdf=damaged), "Cannot read PDF 'damaged.pdf'"),
+        (dict(pdf=pdf, page=3), "PDF 'two-pages.pdf' has 2 pages; pages 3-3 were asked for"),
         (dict(pdf=huge), "megapixels"),
-        (dict(image=not_an_image), "cannot read 'notes.png' as an image"),
+        (dict(image=not_an_image), "Cannot read image file 'notes.png'"),
     ]
     for arguments, message in cases:
         with pytest.raises(AppError) as raised:
@@ -200,7 +201,8 @@ def test_which_models_are_offered(monkeypatch, tmp_path):
     assert not app_module.is_untrained(app_module.DEFAULT_MODEL) and app_module.is_untrained(MODEL)
     assert app_module.model_threshold(app_module.DEFAULT_MODEL) != app_module.DEFAULT_THRESHOLD  # its own threshold
     assert app_module.model_threshold("org/TokenOCR") == app_module.DEFAULT_THRESHOLD
-    monkeypatch.setattr(app_module, "DEFAULT_MODEL", str(tmp_path / "absent"))  # as on a Space
+    models_module = sys.modules[resolve.__module__]  # demo/scoring.py, beside the app
+    monkeypatch.setattr(models_module, "DEFAULT_MODEL", str(tmp_path / "absent"))  # as on a Space
     assert resolve(None, environ={}) == list(app_module.HUB_MODELS)
     assert app_module.model_kind("org/TokenOCR") == "hub"
     assert app_module.model_kind(str(ROOT / "tests/fixtures/original/tiny_seg/checkpoint")) == "original"
@@ -213,7 +215,10 @@ def test_feature_cache_is_bounded_in_bytes():
     import torch
 
     def entry(megabytes):
-        return app_module.PageFeatures(page=Image.new("RGB", (1, 1)), features=torch.zeros(megabytes * 2**18), grid=(1, 1))
+        from tokenocr.processing.processing_tokenocr import PageFeatures
+
+        features = PageFeatures(torch.zeros(megabytes * 2**18), grid_cols_rows=(1, 1), map_size=None, image_size=(1, 1))
+        return app_module.CachedPage(page=Image.new("RGB", (1, 1)), features=features)
 
     cache = app_module.FeatureCache(max_bytes=3 * 2**20)
     cache.put("a", entry(1))
@@ -319,7 +324,7 @@ def test_bad_start_options_are_one_line_errors(capsys):
         app_module.main(["--model", MODEL, "--cache-gb", "inf"])
     assert exit_info.value.code == 2 and "expected a finite number of GiB" in capsys.readouterr().err
     assert app_module.main(["--model", MODEL, "--device", "bogus"]) == 1  # before any model loads or server starts
-    assert capsys.readouterr().err.strip() == "tokenocr demo: error: --device 'bogus' is not a device name (cpu, cuda, cuda:1)"
+    assert capsys.readouterr().err.strip() == "tokenocr demo: error: --device 'bogus' is not a device; use cpu, cuda, cuda:N or mps"  # the package's check
 
 
 def test_a_very_wide_page_and_a_query_with_a_newline_are_answered(client, tmp_path):
@@ -346,3 +351,31 @@ def test_the_demo_refuses_what_the_command_line_refuses(tmp_path, threshold, pag
             demo.run(None, str(pdf), page, "Invoice", threshold, MODEL)
     finally:
         demo.close()
+
+
+def test_first_paint_shows_no_relevance_and_the_examples_under_run(server):
+    """Before any run the relevance box is empty (not a misleading 0); the examples sit in the input column, right
+    under Run, where the first screen shows them; uploads are bounded in size."""
+    with urllib.request.urlopen(server.url + "config", timeout=10) as response:
+        config = json.load(response)
+    by_id = {c["id"]: c for c in config["components"]}
+    relevance = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "relevance"]
+    assert relevance and relevance[0]["props"].get("value") is None
+    assert relevance[0]["props"].get("placeholder") == "shown after Run"
+
+    def path_to(node, target, trail=()):
+        trail = (*trail, node["id"])
+        if node["id"] == target:
+            return trail
+        for child in node.get("children", []):
+            found = path_to(child, target, trail)
+            if found:
+                return found
+        return None
+
+    run_button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "run-button")
+    examples = next(c["id"] for c in config["components"] if c.get("type") == "dataset")
+    run_column = path_to(config["layout"], run_button)[-2]
+    assert run_column in path_to(config["layout"], examples)  # same column as Run
+    assert by_id[run_column]["type"] == "column"
+    assert config.get("max_file_size") == 200 * 1024 * 1024

@@ -92,7 +92,7 @@ class CraftedModel(torch.nn.Module):
     def device(self):
         return self.anchor.device
 
-    def get_similarity(self, pixel_values, input_ids, pixel_sizes=None, tiles_per_batch=None):
+    def get_similarity(self, pixel_values, input_ids, attention_mask=None, pixel_sizes=None, tiles_per_batch=None):
         self.page, self.calls = self.calls, self.calls + 1  # one call per page (all its tiles)
         tiles = []
         for token_id in input_ids[0].tolist():

@@ -17,6 +17,8 @@ from tokenocr.processing.settings_tokenocr import MAX_VISUAL_SIDE
 
 from fixture_cases import Case, load_case
 
+SAMPLE = Path(__file__).resolve().parent.parent / "hub_cards" / "sample_page.png"
+
 
 def make_pipeline(case):
     model, processor = load_case(case)
@@ -278,7 +280,7 @@ def make_pdf(path, pages):
 
 
 def test_pdf_pages_are_results_that_name_their_page(case, tmp_path):
-    from tokenocr.processing.image_processing_tokenocr import load_pdf_pages
+    from tokenocr.processing.pages_tokenocr import load_pdf_pages
 
     pages = [Image.open(case.image_path(name)).convert("RGB") for name in ("doc_wide.png", "doc_tall.png")]
     pdf = make_pdf(tmp_path / "two.pdf", pages)
@@ -357,3 +359,45 @@ def test_import_tokenocr_registers_in_any_import_order(order):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tokenocr.modeling.configuration_tokenocr", "tokenocr.processing.pipeline_tokenocr",
                                      "False", "True"]
+
+
+def test_batch_size_is_bounded_where_it_is_given():
+    model, processor = load_case(Case("tiny_seg"))
+    with pytest.raises(ValueError, match="batch_size must be an integer from 1 to 1024"):
+        TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity", batch_size=10**9)
+    finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")
+    for bad in (10**9, 0, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be an integer"):
+            finder(Image.new("RGB", (64, 64), "white"), "x", batch_size=bad)
+
+
+def test_tokens_holding_part_of_a_character_show_the_query_s_own_text():
+    """The original's tokenizer has byte fallback: '€' is three byte tokens, each of which decodes alone to U+FFFD;
+    every result shows the query's characters instead (the token that completes '€' shows it)."""
+    model, processor = load_case(Case("tiny_seg"))
+    finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")
+    page = Image.new("RGB", (64, 64), "white")
+    ids = processor(text="5 €")["input_ids"]
+    assert any("\ufffd" in processor.tokenizer.decode([i]) for i in ids)  # the case this test is about
+    for tokens in (finder(page, "5 €", return_visuals=False), finder(page, "5 €", level="query")["tokens"]):
+        texts = [token["token"] for token in tokens]
+        assert "\ufffd" not in "".join(texts) and "€" in "".join(texts)
+        assert [token["token_id"] for token in tokens] == ids
+
+
+def test_a_page_scored_by_the_processor_s_steps_equals_the_pipeline(tmp_path):
+    """`page_similarity` + `page_results` (what evaluation, the demo, the command line and the converter's picture
+    use) give the pipeline's results; the demo's cached features give the same maps."""
+    model, processor = load_case(Case("tiny_seg"))
+    finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")
+    page = Image.open(SAMPLE).convert("RGB")
+    expected = finder(page, "Invoice total", level="query")
+    ids = processor(text="Invoice total")["input_ids"]
+    maps = processor.page_similarity(model, page, ids)
+    cached = processor.page_similarity(model, processor.page_features(model, page), ids)
+    torch.testing.assert_close(cached, maps, atol=1e-5, rtol=0)
+    found = processor.page_results(maps, [ids], (page.height, page.width), level="query", queries=["Invoice total"],
+                                   image=page)[0]
+    assert found["boxes"] == expected["boxes"] and found["score"] == pytest.approx(expected["score"], abs=1e-6)
+    assert [t["boxes"] for t in found["tokens"]] == [t["boxes"] for t in expected["tokens"]]
+    np.testing.assert_array_equal(found["mask"], expected["mask"])

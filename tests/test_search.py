@@ -1,6 +1,10 @@
 """`tokenocr search`: many pages, one vision pass each, resumable, and the same output from one or two processes."""
 
+import contextlib
+import errno
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -252,7 +256,232 @@ def test_a_pdf_that_loses_pages_during_a_search_skips_only_the_missing_ones(tmp_
     page = Image.open(CASE.image_path("doc_wide.png")).convert("RGB")
     page.save(tmp_path / "short.pdf", format="PDF", save_all=True, append_images=[page] * 2, resolution=72)
     # As if a 5-page PDF had been replaced by this 3-page one after its pages were counted.
-    outcomes = list(search_command._pdf_pages(str(tmp_path / "short.pdf"), [1, 2, 3, 4, 5], 72))
-    assert [number for number, _, _ in outcomes] == [1, 2, 3, 4, 5]
-    assert [image is not None for _, image, _ in outcomes] == [True, True, True, False, False]
-    assert all("has 3 pages" in str(error) for _, _, error in outcomes[3:])
+    todo = [{"image": str(tmp_path / "short.pdf"), "page": number} for number in [1, 2, 3, 4, 5]]
+    outcomes = list(search_command._read(todo, 72))
+    assert [entry["page"] for entry, _ in outcomes] == [page.number for _, page in outcomes] == [1, 2, 3, 4, 5]
+    assert [page.image is not None for _, page in outcomes] == [True, True, True, False, False]
+    assert all("has 3 pages" in str(page.error) for _, page in outcomes[3:])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Output safety: part files never through links, resume reads with a bound, write failures leave a resumable file
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class FakeState:
+    """accelerate's PartialState as one of `count` processes sees it, the processes run one after the other here."""
+
+    def __init__(self, index, count=2):
+        self.process_index, self.num_processes, self.is_main_process = index, count, index == 0
+
+    @contextlib.contextmanager
+    def split_between_processes(self, items):
+        share = -(-len(items) // self.num_processes)
+        yield items[self.process_index * share:(self.process_index + 1) * share]
+
+    def wait_for_everyone(self):
+        pass
+
+
+def fake_score_pages(finder, todo, args, seen, write, skipped):
+    """Scores without a model: one line per page and query."""
+    from tokenocr.commands.search import _encoded
+
+    for entry in todo:
+        write([_encoded({"image": entry["image"], "page": entry["page"], "query": query, "relevance": 0.5,
+                         "box": None, "box_score": None, "tokens": []}) for query in args.query])
+    return len(todo)
+
+
+def fake_work(out, pages=5):
+    return {"out": out, "todo": [{"image": f"p{index}.png", "page": None} for index in range(pages)], "seen": {},
+            "length": 0, "size": None, "pages": pages, "skipped": []}
+
+
+def fake_args(out):
+    import argparse
+
+    return argparse.Namespace(query=["x"], top_k=1, out=str(out), resume=False)
+
+
+def test_part_files_of_several_processes_are_merged_in_page_order(tmp_path, monkeypatch, capsys):
+    from tokenocr.commands import search as search_command
+
+    monkeypatch.setattr(search_command, "score_pages", fake_score_pages)
+    out = tmp_path / "r.jsonl"
+    for index in (1, 0):  # the main process merges once every process is done
+        search_command.run(fake_args(out), None, FakeState(index), fake_work(out))
+    assert [line["image"] for line in read(out)] == [f"p{index}.png" for index in range(5)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r.jsonl"]
+
+
+@pytest.mark.parametrize("target", ["file", "nowhere"])
+def test_a_link_planted_at_a_part_file_name_is_never_followed(tmp_path, monkeypatch, capsys, target):
+    from tokenocr.commands import search as search_command
+    from tokenocr.outputs import OutputError
+
+    monkeypatch.setattr(search_command, "score_pages", fake_score_pages)
+    out, victim = tmp_path / "r.jsonl", tmp_path / "victim.txt"
+    if target == "file":
+        victim.write_text("precious\n")
+    for index in (0, 1):
+        planted = tmp_path / f".r.jsonl.part-{index}-of-2"
+        planted.symlink_to(victim)
+        with pytest.raises(OutputError, match="something is already there") as error:
+            search_command.run(fake_args(out), None, FakeState(index), fake_work(out))
+        assert str(planted) in str(error.value) and "\n" not in str(error.value)
+        assert planted.is_symlink()  # left as it was
+        planted.unlink()
+    assert victim.read_text() == "precious\n" if target == "file" else not victim.exists()
+    assert not out.exists()
+
+
+def test_a_part_file_swapped_for_a_link_before_the_merge_is_not_read(tmp_path, monkeypatch):
+    from tokenocr.commands import search as search_command
+    from tokenocr.outputs import OutputError
+
+    monkeypatch.setattr(search_command, "score_pages", fake_score_pages)
+    out, secret = tmp_path / "r.jsonl", tmp_path / "secret.txt"
+    secret.write_text('{"image": "secret"}\n')
+    search_command.run(fake_args(out), None, FakeState(1), fake_work(out))
+    part = tmp_path / ".r.jsonl.part-1-of-2"
+    part.unlink()
+    part.symlink_to(secret)
+    with pytest.raises(OutputError, match="cannot read"):
+        search_command.run(fake_args(out), None, FakeState(0), fake_work(out))
+    assert "secret" not in (out.read_text() if out.exists() else "")
+    assert secret.read_text() == '{"image": "secret"}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r.jsonl", "secret.txt"]  # parts removed, not targets
+
+
+def test_a_failing_process_removes_its_own_part_file(tmp_path, monkeypatch):
+    from tokenocr.commands import search as search_command
+
+    def fail(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(search_command, "score_pages", fail)
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(RuntimeError):
+        search_command.run(fake_args(out), None, FakeState(1), fake_work(out))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_reads_lines_with_a_bound(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from tokenocr.commands import search as search_command
+    from tokenocr.outputs import OutputError
+
+    line = search_command._encoded({"image": "a.png", "page": None, "query": "x", "relevance": 0.5, "box": None,
+                                    "box_score": None, "tokens": [{"token": "x", "boxes": [[1, 2, 3, 4]] * 200}]})
+    ours = tmp_path / "ours.jsonl"
+    ours.write_bytes(line * 2)
+    assert search_command.read_earlier_output(ours)[1] == 2 * len(line)
+    monkeypatch.setattr(search_command, "MAX_LINE_BYTES", len(line) - 1)
+    with pytest.raises(OutputError, match="not an earlier output"):  # a line longer than any line of ours
+        search_command.read_earlier_output(ours)
+    with pytest.raises(OutputError, match="more than the"):  # and none of ours is written longer
+        search_command._encoded(json.loads(line))
+    # A huge unterminated line that starts like ours is refused without being read into memory.
+    monkeypatch.setattr(search_command, "MAX_LINE_BYTES", 1 << 20)
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as file:
+        file.write(line + search_command.LINE_START + b'"')
+        file.truncate(200 << 20)  # 200 MB, sparse
+    tracemalloc.start()
+    try:
+        with pytest.raises(OutputError, match="not an earlier output"):
+            search_command.read_earlier_output(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
+
+
+@pytest.mark.parametrize("torn", [b'{', b'{"image": "/a/b.png", "pa', '{"image": "/a/€'.encode()[:-1],
+                                  b'{"image": "a.png", "page": null, "query": "x", "relevance": 0.5, "tokens": []}'])
+@pytest.mark.parametrize("after_lines", [0, 2])
+def test_resume_cuts_a_torn_last_line_of_ours_even_the_first(tmp_path, torn, after_lines):
+    from tokenocr.commands.search import _encoded, read_earlier_output
+
+    line = _encoded({"image": "a.png", "page": None, "query": "x", "relevance": 0.5, "box": None, "box_score": None,
+                     "tokens": []})
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(line * after_lines + torn)
+    seen, length, size = read_earlier_output(path)
+    assert length == len(line) * after_lines and size == path.stat().st_size
+    assert seen == ({("a.png", None): {"x"}} if after_lines else {})
+
+
+@pytest.mark.parametrize("content", [b'{"image": "a.png", "other": 1}', b'{"image": "a\xff', b'{"k": 1', b"[1, 2"])
+def test_resume_still_refuses_an_unterminated_line_that_is_not_ours(tmp_path, content):
+    from tokenocr.commands.search import read_earlier_output
+    from tokenocr.outputs import OutputError
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(OutputError, match="not an earlier output"):
+        read_earlier_output(path)
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with `room` bytes left; once it is full, `truncate` fails too where `cannot_cut`."""
+
+    room, cannot_cut = 0, False
+
+    def write(self, data):
+        if FullDisk.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = super().write(bytes(data)[:FullDisk.room])
+        FullDisk.room -= written
+        return written
+
+    def truncate(self, size=None):
+        if FullDisk.cannot_cut and FullDisk.room <= 0:  # cutting back after the failure fails as well
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return super().truncate(size)
+
+
+@pytest.mark.parametrize("room, cannot_cut", [(60, True), (3000, False), (3000, True)])
+def test_a_full_disk_ends_in_one_line_naming_the_output_and_resume_continues_it(tmp_path, pages, capsys, monkeypatch,
+                                                                                 room, cannot_cut):
+    from tokenocr.commands import search as search_command
+
+    monkeypatch.setattr(FullDisk, "room", room)
+    monkeypatch.setattr(FullDisk, "cannot_cut", cannot_cut)
+    monkeypatch.setattr(search_command, "_create",
+                        lambda path: FullDisk(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb"))
+    out = tmp_path / "results.jsonl"
+    assert search(tmp_path, pages) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"tokenocr: error: cannot write --out '{out}' (No space left on device)"), err
+    assert "--resume" in err[-1]
+    data = out.read_bytes()
+    assert data.endswith(b"\n") or cannot_cut  # cut back to its complete lines where it can be
+    assert len(data) <= room
+    monkeypatch.undo()
+    assert search(tmp_path, pages) == 1  # a plain rerun says how to continue
+    assert "pass --resume" in capsys.readouterr().err
+    assert search(tmp_path, pages, "--resume") == 0
+    keys = [(line["image"].rsplit("/", 1)[-1], line["page"], line["query"]) for line in read(out)]
+    files = sorted(CASE.images + ["scan.pdf"])
+    expected_pages = [(f, p) for f in files for p in ((1, 2) if f.endswith(".pdf") else (None,))]
+    assert keys == [(f, p, q) for f, p in expected_pages for q in QUERIES]
+
+
+def test_a_full_disk_under_a_part_file_is_one_line_and_leaves_no_part(tmp_path, monkeypatch):
+    from tokenocr.commands import search as search_command
+    from tokenocr.outputs import OutputError
+
+    monkeypatch.setattr(search_command, "score_pages", fake_score_pages)
+    monkeypatch.setattr(FullDisk, "room", 100)
+    monkeypatch.setattr(search_command, "_create",
+                        lambda path: FullDisk(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb"))
+    out = tmp_path / "r{0}.jsonl"  # braces in the name are text, not a format
+    with pytest.raises(OutputError) as error:
+        search_command.run(fake_args(out), None, FakeState(1), fake_work(out))
+    message = str(error.value)
+    assert f"cannot write '{tmp_path / '.r{0}.jsonl.part-1-of-2'}', a part file of --out '{out}'" in message
+    assert "No space left on device" in message and "--resume" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import torch
 
-from ..processing.image_processing_tokenocr import describe_image, to_rgb_image
+from ..processing.pages_tokenocr import describe_image, to_rgb_image
 from .data import mask_array
 
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..processing.image_processing_tokenocr import describe_image, to_rgb_image
+from ..processing.pages_tokenocr import describe_image, to_rgb_image
 from ..processing.query_tokenocr import query_boxes, query_similarity
 from ..processing.visualization_tokenocr import resize_map
 from .data import mask_array
@@ -176,23 +176,10 @@ def choose_queries(pages_words: list[set[str]], k: int, count: int, seed: int = 
     return sorted(random.Random(seed).sample(eligible, min(count, len(eligible))))
 
 
-@torch.no_grad()
 def page_maps(model, processor, image, token_ids: list[int], max_tiles=None, tiles_per_batch: int = 8):
-    """
-    `(tokens, h, w)` similarity maps of `token_ids` on `image`, as the processor post-processes them for every
-    surface: stitched from the grid tiles (no thumbnail) for a ViT model, the whole image's map for a ResNet one.
-    """
-    tiling = {"use_thumbnail": False, **({"max_tiles": max_tiles} if max_tiles is not None else {})}
-    inputs = processor.image_processor(image, return_tensors="pt", **tiling)
-    ids = torch.tensor([token_ids], device=model.device)
-    dtype = next(model.parameters()).dtype
-    similarity = model.get_similarity(
-        inputs["pixel_values"].to(model.device, dtype), ids, pixel_sizes=inputs.get("pixel_sizes"),
-        tiles_per_batch=tiles_per_batch,
-    ).float().cpu()  # (1, tokens, tiles, locations)
-    maps = processor.post_process_similarity(similarity, inputs["grid_cols_rows"], inputs["num_tiles"],
-                                             inputs.get("map_sizes"))
-    return maps[0][0]
+    """`(tokens, h, w)` similarity maps of `token_ids` on `image`, scored as every surface scores a page
+    ([`TokenOCRProcessor.page_similarity`])."""
+    return processor.page_similarity(model, image, [token_ids], max_tiles=max_tiles, tiles_per_batch=tiles_per_batch)[0]
 
 
 def resize_maps(maps: torch.Tensor, height: int, width: int) -> np.ndarray:

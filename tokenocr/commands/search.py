@@ -91,23 +91,27 @@ def list_pages(files: list[str], pages: str | None, skipped: list | None = None)
     One `{"image", "page"}` entry per image file and per selected PDF page (page None for images). A PDF that cannot
     be opened (damaged, encrypted) is named on one line and added to `skipped` (when given; else it is an error).
     """
-    from ..processing.image_processing_tokenocr import is_pdf, pdf_page_numbers
+    from ..processing.pages_tokenocr import is_pdf, page_numbers
 
     entries = []
     for file in files:
-        if is_pdf(file):
-            try:
-                numbers = pdf_page_numbers(file, pages)
-            except ValueError as error:
-                if skipped is None:
-                    raise
-                print(printable(f"{PROGRAM}: skipped {file!r}: {' '.join(str(error).split())}"), file=sys.stderr)
-                skipped.append({"image": file, "page": None})
-                continue
-            entries.extend({"image": file, "page": number} for number in numbers)
-        else:
-            entries.append({"image": file, "page": None})
+        if not is_pdf(file):
+            entries.append({"image": file, "page": None})  # read, and checked, when its turn comes
+            continue
+        try:
+            numbers = page_numbers(file, pages)
+        except ValueError as error:
+            if skipped is None:
+                raise
+            _report_skipped(file, error)
+            skipped.append({"image": file, "page": None})
+            continue
+        entries.extend({"image": file, "page": number} for number in numbers)
     return entries
+
+
+def _report_skipped(where: str, error: Exception) -> None:
+    print(printable(f"{PROGRAM}: skipped {where!r}: {' '.join(str(error).split())}"), file=sys.stderr)
 
 
 def _key(entry: dict) -> tuple:
@@ -115,6 +119,10 @@ def _key(entry: dict) -> tuple:
 
 
 LINE_START = b'{"image": '  # how every line this command writes begins (json.dumps keeps the key order)
+# The longest line this command writes (`_encoded` refuses a longer one): a page and query's line is a few kilobytes
+# (a 256-token query with hundreds of boxes per token stays far below). `--resume` reads an earlier output line by
+# line with this bound, so a file with a longer line is not ours and is refused without being read into memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 def _is_output_line(line) -> bool:
@@ -127,17 +135,40 @@ def _is_output_line(line) -> bool:
             and isinstance(line.get("tokens"), list))
 
 
+def _is_torn_line(raw: bytes) -> bool:
+    """Whether an unterminated last line can be the start of a line of ours, cut short by a kill or a full disk: it
+    begins as ours do (or is a beginning of that), is UTF-8 up to a character cut in two, and is not a complete JSON
+    value of another shape (a file that merely lacks its final newline is somebody else's)."""
+    if not (raw.startswith(LINE_START) or LINE_START.startswith(raw)):
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.reason != "unexpected end of data":
+            return False
+        text = raw[:error.start].decode("utf-8", "replace")
+    try:
+        line = json.loads(text)
+    except ValueError:
+        return True
+    return _is_output_line(line)  # a whole line of ours that lost only its newline (it is scored again)
+
+
 def read_earlier_output(path: Path) -> tuple[dict, int, int]:
-    """`{(image, page): queries with a line}` of an earlier output, the byte length of its complete lines, and how
-    many bytes were read."""
+    """
+    `{(image, page): queries with a line}` of an earlier output, the byte length of its complete lines, and how many
+    bytes were read. Lines are read with the bound `MAX_LINE_BYTES`. An unterminated last line that is the start of
+    a line of ours (a killed run's, or one cut short by a full disk) is left out of the complete length, so that the
+    run cuts it and scores its page again; any other content refuses the file.
+    """
     seen, complete_length = {}, 0
     foreign = OutputError(f"--out '{path}' is not an earlier output of tokenocr search; choose another file")
     with open(path, "rb") as file:
-        for raw in file:
+        while raw := file.readline(MAX_LINE_BYTES + 1):
+            if len(raw) > MAX_LINE_BYTES:  # longer than any line of ours: not read further
+                raise foreign
             if not raw.endswith(b"\n"):
-                # The last line of a killed run is rewritten, but only after lines of ours, and only if it starts
-                # as ours: a file that merely lacks a final newline is somebody else's.
-                if not seen or not raw.startswith(LINE_START):
+                if not _is_torn_line(raw):
                     raise foreign
                 break
             try:
@@ -155,11 +186,17 @@ def read_earlier_output(path: Path) -> tuple[dict, int, int]:
 
 def _encoded(line: dict) -> bytes:
     """One output line as UTF-8 JSON. A file name that is not valid UTF-8 (held as surrogate escapes) is written with
-    JSON `\\u` escapes instead, which read back to the same name."""
+    JSON `\\u` escapes instead, which read back to the same name. A line longer than `MAX_LINE_BYTES` is refused (it
+    could not be read back by `--resume`)."""
     try:
-        return (json.dumps(json_ready(line), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        encoded = (json.dumps(json_ready(line), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
     except UnicodeEncodeError:
-        return (json.dumps(json_ready(line), allow_nan=False) + "\n").encode("ascii")
+        encoded = (json.dumps(json_ready(line), allow_nan=False) + "\n").encode("ascii")
+    if len(encoded) > MAX_LINE_BYTES:
+        raise OutputError(f"the line of {line['image']!r} page {line['page']} for query {line['query'][:30]!r} would "
+                          f"be {len(encoded)} bytes, more than the {MAX_LINE_BYTES} a tokenocr search line may hold; "
+                          "try a higher --threshold (fewer boxes) or a shorter query")
+    return encoded
 
 
 def page_lines(entry: dict, queries: list[str], results: list, skip_queries=()) -> list[bytes]:
@@ -195,41 +232,23 @@ def check_output(args) -> Path:
     return out
 
 
-def _pdf_pages(file: str, numbers: list[int], dpi: int):
-    """`(number, image, error)` for the pages `numbers` of one PDF, opened once for all of them (not once per page:
-    that would read a long document once per page). When that fails, the first page not yet given is tried alone,
-    so that it gets its own outcome (a page that renders, or its own error), and the rest continue together."""
-    from ..processing.image_processing_tokenocr import load_pdf_pages
-
-    remaining = list(numbers)
-    while remaining:
-        try:
-            for number, image in load_pdf_pages(file, ",".join(map(str, remaining)), dpi):
-                remaining.pop(0)
-                yield number, image, None
-        except (ValueError, OSError):
-            number = remaining.pop(0)
-            try:
-                yield number, next(image for _, image in load_pdf_pages(file, str(number), dpi)), None
-            except (ValueError, OSError) as error:
-                yield number, None, error
-
-
-def _decoded(todo: list[dict], dpi: int):
-    """`(entry, image, error)` for each entry of `todo`, in order; the consecutive pages of one PDF share one opening."""
-    from ..processing.image_processing_tokenocr import to_rgb_image
+def _read(todo: list[dict], dpi: int):
+    """`(entry, page)` for each entry of `todo`, in order, read by the library's page reader with errors kept (a page
+    that cannot be read has `page.error`); the consecutive pages of one PDF share one opening."""
+    from ..processing.pages_tokenocr import read_pages
 
     for (file, is_pdf_page), group in itertools.groupby(todo, key=lambda entry: (entry["image"], entry["page"] is not None)):
         group = list(group)
-        if is_pdf_page:
-            for entry, (_, image, error) in zip(group, _pdf_pages(file, [entry["page"] for entry in group], dpi)):
-                yield entry, image, error
+        if not is_pdf_page:
+            for entry in group:
+                yield entry, next(read_pages([file], skip_errors=True))
             continue
-        for entry in group:
-            try:
-                yield entry, to_rgb_image(file), None
-            except (ValueError, OSError) as error:
-                yield entry, None, error
+        wanted = {entry["page"]: entry for entry in group}
+        for page in read_pages([file], ",".join(str(number) for number in wanted), dpi, skip_errors=True):
+            if page.number is None:  # the document itself cannot be read now: every page of the group is skipped
+                yield from ((entry, page) for entry in wanted.values())
+                break
+            yield wanted.pop(page.number), page
 
 
 def _images(todo: list[dict], dpi: int, pending: deque, skipped: list):
@@ -238,14 +257,13 @@ def _images(todo: list[dict], dpi: int, pending: deque, skipped: list):
     that cannot be read (a corrupt image, a damaged PDF page) is reported on one line, added to `skipped`, and the
     search goes on.
     """
-    for entry, image, error in _decoded(todo, dpi):
-        if error is not None:
-            where = entry["image"] + (f" page {entry['page']}" if entry["page"] else "")
-            print(printable(f"{PROGRAM}: skipped {where!r}: {' '.join(str(error).split())}"), file=sys.stderr)
+    for entry, page in _read(todo, dpi):
+        if page.error is not None:
+            _report_skipped(entry["image"] + (f" page {entry['page']}" if entry["page"] else ""), page.error)
             skipped.append(entry)
             continue
         pending.append(entry)
-        yield image
+        yield page.image
 
 
 def score_pages(finder, todo: list[dict], args, seen: dict, write, skipped: list) -> int:
@@ -295,19 +313,79 @@ def plan(args) -> dict:
             "skipped": skipped}
 
 
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # where the system has it; O_EXCL alone already refuses a link at a new name
+_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _create(path: Path):
+    """A new file at `path`, open for writing without buffering. Created exclusively: whatever is already at that name
+    (a file, a link, even one to nowhere) raises FileExistsError and is never followed or changed."""
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | _BINARY, 0o666), "wb", buffering=0)
+
+
+def _open_existing(path: Path):
+    """The existing regular file at `path`, open for reading and writing without buffering and without following a
+    link (a link put there since `check_output` looked is refused)."""
+    try:
+        file = open(os.open(path, os.O_RDWR | _NO_FOLLOW | _BINARY), "r+b", buffering=0)
+    except OSError as error:
+        raise OutputError(f"--out '{path}' cannot be opened ({error.strerror or error}); give a .jsonl file name "
+                          "that is not a link") from None
+    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        file.close()
+        raise OutputError(f"--out '{path}' is not a regular file; give a .jsonl file name")
+    return file
+
+
+def _write_failure(out: Path):
+    """What a failed write to the output says, given the reason."""
+    return lambda reason: (f"cannot write --out '{out}' ({reason}); the lines of the pages finished so far are kept: "
+                           "free some space (or mend the cause) and continue it with --resume")
+
+
+class _Writer:
+    """
+    Appends bytes to an unbuffered file, all of them (a short write is continued). A failed write (a full disk, a quota,
+    an I/O error) cuts the file back to its last complete line where it can (a torn line left anyway is cut by
+    `--resume`) and raises one line, `failure(reason)`.
+    """
+
+    def __init__(self, file, failure):
+        self.file, self.failure = file, failure
+        self.end = self.complete = file.tell()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = self.file.write(view)
+                if not written:  # a regular file never takes nothing; do not spin
+                    raise OSError(f"the write made no progress ({len(view)} bytes left)")
+                view = view[written:]
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                self.file.truncate(self.complete)
+            raise OutputError(self.failure(error.strerror or str(error))) from error
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            self.complete = self.end + newline + 1
+        self.end += len(data)
+
+
 @contextlib.contextmanager
 def output_file(work: dict):
     """
-    The output opened for this run alone: created exclusively when it did not exist, else locked (an advisory lock,
-    where the system has one) and checked unchanged since `plan` read it; then cut back to its complete lines and
-    positioned at their end. Another search on the same file is refused instead of interleaving with it.
+    The output opened for this run alone: created exclusively when it did not exist, else opened without following a
+    link, locked (an advisory lock, where the system has one) and checked unchanged since `plan` read it; then cut
+    back to its complete lines and positioned at their end. Another search on the same file is refused instead of
+    interleaving with it. Unbuffered: what `write` returned from is in the file.
     """
     out = work["out"]
     busy = OutputError(f"--out '{out}' is being written by another tokenocr search (or changed since this one "
                        "started); wait for it, or choose another file")
     created = work["size"] is None
     try:
-        file = open(out, "xb") if created else open(out, "r+b")
+        file = _create(out) if created else _open_existing(out)
     except FileExistsError:
         raise busy from None
     with file:
@@ -339,7 +417,7 @@ def _remove_if_empty_and_ours(file, out: Path) -> None:
     """A run that created the output and failed before its first line leaves nothing in the way of a plain rerun;
     decided while the file is still open and locked, and only if the path is still that file."""
     try:
-        here, there = os.fstat(file.fileno()), os.stat(out)
+        here, there = os.fstat(file.fileno()), os.stat(out, follow_symlinks=False)
     except OSError:
         return
     if here.st_size == 0 and os.path.samestat(here, there):
@@ -351,11 +429,11 @@ def run(args, finder, state, work: dict) -> Path:
     out = work["out"]
     if state.num_processes == 1:
         def write(lines):
-            file.write(b"".join(lines))
-            file.flush()
+            writer.write(b"".join(lines))
             args.lines_written = True  # an interrupt from now on leaves these lines in --out (the CLI says so)
 
         with output_file(work) as file:
+            writer = _Writer(file, _write_failure(out))
             score_pages(finder, work["todo"], args, work["seen"], write, work["skipped"])
     else:
         _run_distributed(out, work, finder, args, state)
@@ -368,18 +446,65 @@ def _part_files(out: Path, state) -> list[Path]:
     return [out.with_name(f".{out.name}.part-{index}-of-{state.num_processes}") for index in range(state.num_processes)]
 
 
+def _create_part(part: Path, out: Path):
+    """This process's part file, created exclusively (never through a link planted at its name)."""
+    try:
+        return _create(part)
+    except FileExistsError:
+        raise OutputError(f"cannot create '{part}', a part file of --out '{out}': something is already there (a part "
+                          "file a killed search left, or a link); remove it and run again") from None
+    except OSError as error:
+        raise OutputError(f"cannot create '{part}', a part file of --out '{out}' ({error.strerror or error})") from None
+
+
+def _copy_part(part: Path, writer: _Writer, out: Path) -> None:
+    """Append a part file to the output through `writer`, a chunk at a time; a link at its name is not followed."""
+    try:
+        file = open(os.open(part, os.O_RDONLY | _NO_FOLLOW | _BINARY), "rb", buffering=0)
+    except OSError as error:
+        raise OutputError(f"cannot read '{part}', a part file of --out '{out}' ({error.strerror or error})") from None
+    with file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OutputError(f"'{part}', a part file of --out '{out}', is no longer a regular file")
+        while chunk := file.read(1 << 20):
+            writer.write(chunk)
+
+
+def _remove_if_same(path: Path, made: os.stat_result) -> None:
+    with contextlib.suppress(OSError):
+        if os.path.samestat(made, os.stat(path, follow_symlinks=False)):
+            path.unlink()
+
+
 def _run_distributed(out: Path, work: dict, finder, args, state) -> None:
     """Each process scores a contiguous share of the pages into its part file; the main process appends them in
-    process order (= page order) to the output, then removes them."""
+    process order (= page order) to the output, then removes them. A process that fails removes its own part."""
     parts = _part_files(out, state)
-    with state.split_between_processes(work["todo"]) as share, open(parts[state.process_index], "wb") as part:
-        score_pages(finder, share, args, work["seen"], lambda lines: (part.writelines(lines), part.flush()),
-                    work["skipped"])
-    state.wait_for_everyone()
-    if state.is_main_process:
-        with output_file(work) as file:
-            for part in parts:
-                file.write(part.read_bytes())
-        for part in parts:
-            part.unlink()
+    mine = parts[state.process_index]
+    part = _create_part(mine, out)
+    made = os.fstat(part.fileno())
+
+    def failure(reason: str) -> str:
+        return (f"cannot write '{mine}', a part file of --out '{out}' ({reason}); free some space (or mend the cause) "
+                "and continue --out with --resume")
+
+    try:
+        with part, state.split_between_processes(work["todo"]) as share:
+            writer = _Writer(part, failure)
+            score_pages(finder, share, args, work["seen"], lambda lines: writer.write(b"".join(lines)),
+                        work["skipped"])
+        state.wait_for_everyone()
+        if state.is_main_process:
+            try:
+                with output_file(work) as file:
+                    writer = _Writer(file, _write_failure(out))
+                    for each in parts:
+                        _copy_part(each, writer, out)
+            finally:  # merged, or not to be merged: a rerun with --resume scores those pages again
+                for each in parts:
+                    with contextlib.suppress(FileNotFoundError):
+                        each.unlink()
+    except BaseException:
+        _remove_if_same(mine, made)
+        raise
     state.wait_for_everyone()
