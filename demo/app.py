@@ -56,6 +56,9 @@ else:  # run as a script, or loaded by path as on a Space: the modules beside th
     )
 
 ANNOTATED_SIDE = 1280  # longest side of the annotated view (masks are drawn at this size)
+# The relevance box is read-only, and Gradio draws a disabled field's placeholder in the text colour: grey it, so
+# that "shown after Run" does not read as a value.
+CSS = "#relevance input::placeholder { -webkit-text-fill-color: var(--input-placeholder-color); }"
 STRIP_PANEL_WIDTH = 360
 
 logger = logging.getLogger("tokenocr.demo")
@@ -215,17 +218,18 @@ class DemoApp:
 # ------------------------------------------------------------------------------------------ the interface
 
 
-def _examples(threshold: float = DEFAULT_THRESHOLD) -> list[list]:
-    """Example inputs: [image, pdf, page, query, threshold] (filled in on click; the model runs only on Run)."""
+def _examples() -> list[list]:
+    """Example inputs: [image, pdf, page, query] (filled in on click; the model runs only on Run, with the threshold
+    the Options hold)."""
     examples = []
     if (EXAMPLES_DIR / "document_page.png").is_file():  # a Letter page at 150 dpi: what the document model reads
-        examples.append([str(EXAMPLES_DIR / "document_page.png"), None, 1, "February", threshold])
+        examples.append([str(EXAMPLES_DIR / "document_page.png"), None, 1, "February"])
     if (EXAMPLES_DIR / "synthetic_page.png").is_file():  # what the synthetic model was trained for
-        examples.append([str(EXAMPLES_DIR / "synthetic_page.png"), None, 1, "2024", threshold])
+        examples.append([str(EXAMPLES_DIR / "synthetic_page.png"), None, 1, "2024"])
     if (EXAMPLES_DIR / "receipt.png").is_file():
-        examples.append([str(EXAMPLES_DIR / "receipt.png"), None, 1, "TOTAL", threshold])
+        examples.append([str(EXAMPLES_DIR / "receipt.png"), None, 1, "TOTAL"])
     if (EXAMPLES_DIR / "notice.pdf").is_file():
-        examples.append([None, str(EXAMPLES_DIR / "notice.pdf"), 2, "Agenda", threshold])
+        examples.append([None, str(EXAMPLES_DIR / "notice.pdf"), 2, "Agenda"])
     return examples
 
 
@@ -256,19 +260,20 @@ def _input_column(gr, app: DemoApp) -> dict:
     with gr.Tabs():
         with gr.Tab("Image"):
             widgets["image"] = gr.Image(label="Page image", type="filepath", image_mode=None, elem_id="page-image",
-                                        sources=["upload", "clipboard", "webcam"], height=360)
+                                        sources=["upload", "clipboard", "webcam"], height=200)
         with gr.Tab("PDF"):
             widgets["pdf"] = gr.File(label="PDF", file_types=[".pdf"], elem_id="page-pdf")
             widgets["page"] = gr.Number(label="Page", value=1, precision=0, minimum=1, elem_id="page-number")
     widgets["query"] = gr.Textbox(label="Text to find", placeholder="e.g. Invoice total", max_lines=1, elem_id="query")
-    widgets["threshold"] = gr.Slider(-1.0, 1.0, value=model_threshold(app.specs[0]), step=0.01, elem_id="threshold",
-                                     label="Mask threshold (cosine similarity)")
-    widgets["model"] = gr.Dropdown(choices=app.specs, value=app.specs[0], label="Model", elem_id="model",
-                                   visible=len(app.specs) > 1)
+    with gr.Accordion("Options", open=False):  # closed: the first screen shows the examples
+        widgets["threshold"] = gr.Slider(-1.0, 1.0, value=model_threshold(app.specs[0]), step=0.01,
+                                         elem_id="threshold", label="Mask threshold (cosine similarity)")
+        widgets["model"] = gr.Dropdown(choices=app.specs, value=app.specs[0], label="Model", elem_id="model",
+                                       visible=len(app.specs) > 1)
     widgets["run"] = gr.Button("Run", variant="primary", elem_id="run-button")
-    examples = _examples(model_threshold(app.specs[0]))
+    examples = _examples()
     if examples:  # under Run, in view on first paint
-        gr.Examples(examples, [widgets[k] for k in ("image", "pdf", "page", "query", "threshold")],
+        gr.Examples(examples, [widgets[k] for k in ("image", "pdf", "page", "query")],
                     cache_examples=False, label="Examples (click one, then Run)")
     return widgets
 
@@ -302,11 +307,11 @@ def build_interface(app: DemoApp):
                 inputs = _input_column(gr, app)
             with gr.Column(scale=3):
                 outputs = _output_column(gr)
-        _wire_events(gr, app, inputs, outputs, note)
+        _wire_events(gr, interface, app, inputs, outputs, note)
     return interface
 
 
-def _wire_events(gr, app: DemoApp, inputs: dict, outputs: dict, note) -> None:
+def _wire_events(gr, interface, app: DemoApp, inputs: dict, outputs: dict, note) -> None:
     def run(image, pdf, page, query, threshold, spec, progress=gr.Progress()):
         return app.run(image, pdf, page, query, threshold, spec, progress=progress)
 
@@ -322,6 +327,8 @@ def _wire_events(gr, app: DemoApp, inputs: dict, outputs: dict, note) -> None:
                          api_visibility="private")
     inputs["image"].input(lambda: None, None, inputs["pdf"], api_visibility="private")  # the newest upload wins
     inputs["model"].change(app.note, inputs["model"], note, api_visibility="private")
+    # Gradio's Number shows an initial None as 0 until a value arrives: set None on load, so it starts empty.
+    interface.load(lambda: None, None, outputs["relevance"], api_visibility="private")
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -369,7 +376,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         interface.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, share=False, inbrowser=False, ssr_mode=False,
-            mcp_server=False, footer_links=["api"], max_file_size=MAX_UPLOAD,
+            mcp_server=False, footer_links=["api"], max_file_size=MAX_UPLOAD, css=CSS,
         )
     finally:
         app.close()

@@ -388,7 +388,14 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         return BaseModelOutputWithPooling(last_hidden_state=embeddings, pooler_output=embeddings)
 
     @staticmethod
-    def similarity_from_embeds(text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+    def normalize_embeds(embeds: torch.Tensor) -> torch.Tensor:
+        r"""`embeds / ||embeds||` along the last dimension (an all-zero vector stays zero): what the cosine similarity
+        scores. Features normalised once with it can be scored by many queries without normalising them again."""
+        return _unit_vectors(embeds)
+
+    @staticmethod
+    def similarity_from_embeds(text_embeds: torch.Tensor, image_embeds: torch.Tensor,
+                               normalized: bool = False) -> torch.Tensor:
         r"""
         The cosine similarity every surface scores with: each query token's embedding against each image feature.
 
@@ -397,12 +404,14 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
                 ([`~TokenOCRModel.get_text_features`]).
             image_embeds (`torch.Tensor` of shape `(*locations, hidden_size)`): image features, e.g.
                 `(num_tiles, num_locations, hidden_size)` ([`~TokenOCRModel.get_image_features`]) or a chunk of them.
+            normalized (`bool`, *optional*, defaults to `False`): both are unit vectors already
+                ([`~TokenOCRModel.normalize_embeds`]), so they are scored as they are.
 
         Returns:
             `torch.Tensor` of shape `(batch_size, sequence_length, *locations)`, in `image_embeds`' dtype and device.
         """
-        image = _unit_vectors(image_embeds)
-        text = _unit_vectors(text_embeds).to(image.device, image.dtype)
+        image = image_embeds if normalized else _unit_vectors(image_embeds)
+        text = (text_embeds if normalized else _unit_vectors(text_embeds)).to(image.device, image.dtype)
         flat = image.reshape(-1, image.shape[-1])
         return (text @ flat.T).reshape(*text.shape[:-1], *image.shape[:-1])
 
@@ -415,6 +424,7 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         pixel_sizes: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
         tiles_per_batch: int | None = None,
+        image_embeds_normalized: bool = False,
     ) -> torch.FloatTensor:
         r"""
         Cosine similarity between query tokens and every location of every tile, computed without holding the
@@ -438,6 +448,9 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
                 Features from an earlier `get_image_features(...).pooler_output`, instead of `pixel_values`: new
                 queries scored without running the vision tower again.
             tiles_per_batch (`int`, *optional*): tiles (or images) given to the vision tower at once; default all.
+            image_embeds_normalized (`bool`, *optional*, defaults to `False`): `image_embeds` are unit vectors already
+                ([`~TokenOCRModel.normalize_embeds`]): a cached page's features are then not normalised again for
+                every query (for a 12-tile page of a released model that pass, not the scoring, is the cost).
 
         Returns:
             `torch.FloatTensor` of shape `(batch_size, sequence_length, num_tiles, num_locations)`; for a ResNet tower
@@ -446,12 +459,15 @@ class TokenOCRModel(TokenOCRPreTrainedModel):
         if input_ids is None or (pixel_values is None) == (image_embeds is None):
             raise ValueError("get_similarity needs input_ids and either pixel_values or image_embeds.")
         input_ids = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
-        text = self.get_text_features(input_ids, return_dict=True).pooler_output
+        text = _unit_vectors(self.get_text_features(input_ids, return_dict=True).pooler_output)  # once, not per chunk
+        given_normalized = image_embeds is not None and image_embeds_normalized
         rows: dict[int, list[torch.Tensor]] = {}
         for index, _, features in self._feature_chunks(
             pixel_values, image_embeds, locations_per_chunk, pixel_sizes, tiles_per_batch
         ):
-            rows.setdefault(index, []).append(self.similarity_from_embeds(text, features))  # (batch, tokens, chunk)
+            features = features if given_normalized else _unit_vectors(features)
+            rows.setdefault(index, []).append(  # (batch, tokens, chunk)
+                self.similarity_from_embeds(text, features, normalized=True))
         parts = [(index, torch.cat(chunks, dim=-1)) for index, chunks in sorted(rows.items())]
         similarity = parts[0][1].new_zeros((*input_ids.shape, len(parts), max(p.shape[-1] for _, p in parts)))
         for index, scores in parts:

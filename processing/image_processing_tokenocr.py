@@ -19,7 +19,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 from .pages_tokenocr import to_rgb_image
 from .settings_tokenocr import (
     DEFAULT_MAX_SIDE, DEFAULT_THRESHOLD, MAX_TILES, MIN_TILES, RESNET_STRIDE, UPSAMPLING,
-    check_max_side, check_threshold, check_tiles,
+    check_max_side, check_threshold, check_tile_size, check_tiles,
 )
 
 
@@ -148,10 +148,10 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         # Configs saved by older versions may carry the base class's private bookkeeping (`_valid_kwargs_names`,
         # `_valid_processor_keys`): it describes that version's arguments and must not replace this class's own.
         kwargs = {key: value for key, value in kwargs.items() if not key.startswith("_")}
-        if isinstance(size, int):
+        if isinstance(size, int) and not isinstance(size, bool):
             size = {"height": size, "width": size}
-        if size is not None and (not isinstance(size, dict) or set(size) != {"height", "width"} or min(size.values()) < 1):
-            raise ValueError(f"size must be a positive int or {{'height': H, 'width': W}}, got {size!r}.")
+        if size is not None:  # a model folder's preprocessor_config.json is not trusted for sizes
+            check_tile_size(size)
         super().__init__(**({"size": size} if size is not None else {}), **kwargs)
         check_tiles(self.min_tiles, self.max_tiles)
         check_max_side(self.max_side)
@@ -225,6 +225,9 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
         images = [to_rgb_image(image, index, upright) for index, image in enumerate(images)]
         check_tiles(kwargs.get("min_tiles", self.min_tiles), kwargs.get("max_tiles", self.max_tiles))
         check_max_side(kwargs.get("max_side", self.max_side))
+        if kwargs.get("size") is not None:
+            size = kwargs["size"]
+            check_tile_size({"height": size, "width": size} if isinstance(size, int) else size)
         return super().preprocess(images, **kwargs)
 
     def _preprocess(self, images, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std,

@@ -66,7 +66,8 @@ class TokenSimilarityPipeline(ChunkPipeline):
       connected regions, in image pixels;
     - `heatmap` (`PIL.Image`) and `mask` (`np.ndarray`, bool, `(height, width)`): the map resized to the image (or to
       at most `MAX_VISUAL_SIDE` pixels on its longer side for larger images), drawn over it so the page stays
-      readable (`visualization_tokenocr.overlay_heatmap`: colour only where the map is high) and thresholded; left
+      readable (`visualization_tokenocr.overlay_heatmap`: colour only where the map passes `threshold`, where the mask
+      is, red at its best value) and thresholded; left
       out with `return_visuals=False`;
     - `page` (`int`, 1-based): only for pages of a PDF.
 

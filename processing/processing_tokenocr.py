@@ -24,7 +24,8 @@ LEVELS = ("token", "query")
 class PageFeatures:
     """
     One page's vision features, held so that many queries can be scored without running the vision tower again
-    ([`~TokenOCRProcessor.page_features`]): `features` `(num_tiles, num_locations, hidden_size)` of the grid tiles
+    ([`~TokenOCRProcessor.page_features`]): `features` `(num_tiles, num_locations, hidden_size)`, normalised once
+    (`TokenOCRModel.normalize_embeds`), of the grid tiles
     (no thumbnail; one "tile" for a whole-image model), the grid `(cols, rows)`, a whole image's `map_size` `(h, w)`
     (None for tiles) and the page's `image_size` `(height, width)`.
     """
@@ -394,7 +395,7 @@ class TokenOCRProcessor(ProcessorMixin):
                     progress(start, len(pixel_values))
                 batch = pixel_values[start : start + tiles_per_batch].to(*_device_and_dtype(model))
                 sizes = None if pixel_sizes is None else pixel_sizes[start : start + tiles_per_batch]
-                features.append(model.get_image_features(batch, sizes).pooler_output)
+                features.append(model.normalize_embeds(model.get_image_features(batch, sizes).pooler_output))
         map_sizes = inputs.get("map_sizes")
         return PageFeatures(
             features=torch.cat(features), grid_cols_rows=tuple(int(v) for v in inputs["grid_cols_rows"][0]),
@@ -425,7 +426,8 @@ class TokenOCRProcessor(ProcessorMixin):
         mask = None if attention_mask is None else torch.as_tensor(attention_mask).to(device)
         with torch.no_grad():
             if isinstance(page, PageFeatures):
-                similarity = model.get_similarity(input_ids=input_ids, attention_mask=mask, image_embeds=page.features)
+                similarity = model.get_similarity(input_ids=input_ids, attention_mask=mask, image_embeds=page.features,
+                                                  image_embeds_normalized=True)
                 grids, num_tiles = [page.grid_cols_rows], [len(page.features)]
                 map_sizes = None if page.map_size is None else [page.map_size]
             else:

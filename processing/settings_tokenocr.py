@@ -49,6 +49,14 @@ DEFAULT_PDF_DPI = 150
 # declare a page of 200 x 200 inches, 900 MP at 150 dpi). Larger pages are refused before rendering.
 MAX_PDF_PAGE_PIXELS = 150_000_000
 
+# Largest tile side, in pixels, an image processor may be configured with (the released models use 448): a larger
+# `size` in a model folder's preprocessor_config.json is refused instead of allocating tiles of that size.
+MAX_TILE_SIDE = 2048
+
+# Largest `max_side` (whole-image processors, the ResNet variant): a page is scaled down to at most this many pixels
+# on its longer side; 8192 pixels is a Letter page at about 750 dpi.
+MAX_SIDE_LIMIT = 8192
+
 # Most tiles per image that may be asked for: the grid choice is quadratic in it, and 12 is the original's.
 MAX_TILES_LIMIT = 64
 
@@ -133,9 +141,20 @@ def check_tiles(min_tiles, max_tiles) -> None:
 
 
 def check_max_side(max_side) -> None:
-    """`max_side` is None or a positive integer (pixels)."""
-    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
-        raise ValueError(f"max_side must be a positive integer (pixels) or None, got {max_side!r}.")
+    """`max_side` is None or an integer from 1 to `MAX_SIDE_LIMIT` (pixels)."""
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int)
+                                 or not 1 <= max_side <= MAX_SIDE_LIMIT):
+        raise ValueError(f"max_side must be an integer from 1 to {MAX_SIDE_LIMIT} (pixels) or None, got {max_side!r}.")
+
+
+def check_tile_size(size) -> None:
+    """A tile `size` `{"height": H, "width": W}` with both sides integers from 1 to `MAX_TILE_SIDE` pixels."""
+    sides = list(size.values()) if isinstance(size, dict) else []
+    if set(size if isinstance(size, dict) else ()) != {"height", "width"} or not all(
+        isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_TILE_SIDE for side in sides
+    ):
+        raise ValueError(f"size must be {{'height': H, 'width': W}} with sides from 1 to {MAX_TILE_SIDE} pixels "
+                         f"(the released models use 448), got {size!r}.")
 
 
 def parse_pages(pages: str | None) -> list[tuple[int, int | None]] | None:

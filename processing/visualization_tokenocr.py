@@ -347,6 +347,16 @@ def visual_image(image: Image.Image) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
 
 
+def threshold_range(values: np.ndarray, threshold: float, floor: float = DEFAULT_FLOOR) -> tuple[float, float]:
+    """
+    The `value_range` that draws a result's map in [`overlay_heatmap`] with colour exactly where it passes
+    `threshold` (where its mask is), red at its best value: a map that never reaches the threshold is left
+    uncoloured instead of being stretched to its own range.
+    """
+    high = max(float(np.max(values)), float(threshold))
+    return (float(threshold) - floor * high) / (1.0 - floor), high
+
+
 def token_visuals(token_map, image_size: tuple[int, int], threshold: float, shown=None):
     """
     The image-size pictures of one token's stitched map, made one token at a time in float32.
@@ -378,7 +388,7 @@ def token_visuals(token_map, image_size: tuple[int, int], threshold: float, show
     if shown.size != (width, height):  # a smaller display copy: its pictures at its own size
         resized = resize_map(token_map, shown.size)
         mask = resized > threshold
-    return mask, boxes, overlay_heatmap(shown, resized)
+    return mask, boxes, overlay_heatmap(shown, resized, threshold_range(resized, threshold))
 
 
 def map_on_image(values, scale: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
@@ -406,7 +416,7 @@ def query_visuals(query_map, scale: tuple[float, float], image_size: tuple[int, 
     """
     factor = shown.width / image_size[0]
     placed = map_on_image(query_map, (scale[0] * factor, scale[1] * factor), shown.size)
-    picture = overlay_heatmap(shown, placed)
+    picture = overlay_heatmap(shown, placed, threshold_range(placed, threshold))
     draw = ImageDraw.Draw(picture)
     width = max(2, round(3 * factor))
     font = _load_font(max(10, round(14 * factor)))
@@ -429,6 +439,7 @@ __all__ = [
     "query_strip",
     "query_visuals",
     "resize_map",
+    "threshold_range",
     "token_visuals",
     "visual_image",
     "visual_size",

@@ -362,6 +362,10 @@ def test_first_paint_shows_no_relevance_and_the_examples_under_run(server):
     relevance = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "relevance"]
     assert relevance and relevance[0]["props"].get("value") is None
     assert relevance[0]["props"].get("placeholder") == "shown after Run"
+    # Gradio's Number shows an initial None as 0 in the browser; a private load event sets None so it starts empty.
+    on_load = [d for d in config["dependencies"] if [0, "load"] in d.get("targets", [])]
+    assert any(relevance[0]["id"] in d["outputs"] and d["api_visibility"] == "private" for d in on_load)
+    assert "#relevance input::placeholder" in (config.get("css") or "")  # drawn grey, not as a value
 
     def path_to(node, target, trail=()):
         trail = (*trail, node["id"])

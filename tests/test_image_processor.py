@@ -195,3 +195,23 @@ def test_saved_settings_are_the_ones_that_take_effect(tmp_path):
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert not {"crop_to_patches", "min_patches", "max_patches"} & set(saved)
     assert saved["max_tiles"] == 3 and saved["mask_threshold"] == 0.2
+
+
+def test_sizes_from_a_model_folder_are_bounded_before_anything_is_allocated(tmp_path):
+    """A preprocessor_config.json asking for 20000-pixel tiles (an 8.9 GiB array for a small page) or a 100000-pixel
+    whole page is refused on loading, in one line that states the bound."""
+    import json
+
+    from transformers import AutoImageProcessor
+
+    TokenOCRImageProcessor().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    for key, value, message in (("size", {"height": 20000, "width": 20000}, "sides from 1 to 2048 pixels"),
+                                ("size", {"height": 448, "width": True}, "sides from 1 to 2048 pixels"),
+                                ("max_side", 100000, "from 1 to 8192")):
+        (tmp_path / "preprocessor_config.json").write_text(json.dumps({**config, key: value}))
+        with pytest.raises(ValueError, match=message):
+            AutoImageProcessor.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="sides from 1 to 2048"):
+        TokenOCRImageProcessor()(Image.new("RGB", (8, 8)), size={"height": 9000, "width": 9000})
+    assert TokenOCRImageProcessor(size=2048, max_side=8192).size == {"height": 2048, "width": 2048}  # the bounds

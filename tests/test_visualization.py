@@ -3,6 +3,7 @@
 import tracemalloc
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -179,3 +180,18 @@ def test_query_strip_from_pipeline_results():
     assert first_right[0] > 150 and first_right[2] < 120  # token 1 is high on the right
     assert second_left[0] > 150 and second_left[2] < 120  # token 2 on the left
     assert (pixels[top, 8 + 10] >= PAPER - 15).all()  # token 1's left half: paper only
+
+
+def test_result_pictures_colour_only_where_the_mask_is():
+    """A token whose map never reaches the threshold is drawn as the bare page (not stretched to its own range and
+    painted red); one that does is coloured exactly where its mask is."""
+    from tokenocr.processing.visualization_tokenocr import token_visuals
+
+    page = Image.new("RGB", (40, 20), "white")
+    weak = np.full((20, 40), -0.1, dtype=np.float32)
+    weak[5:10, 5:15] = 0.22
+    mask, boxes, heatmap = token_visuals(torch.from_numpy(weak), page.size, 0.41, page)
+    assert not mask.any() and boxes == [] and np.array_equal(np.asarray(heatmap), np.asarray(page))
+    mask, boxes, heatmap = token_visuals(torch.from_numpy(weak), page.size, 0.1, page)
+    coloured = (np.asarray(heatmap) != 255).any(axis=2)
+    assert mask.any() and not coloured[~mask].any() and coloured[mask].mean() > 0.5
