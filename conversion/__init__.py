@@ -18,16 +18,13 @@ from typing import TYPE_CHECKING
 from tokenocr._lazy import lazy_exports
 
 
-_EXPORTS = {
-    "CheckpointError": "weights",
-    "OriginalCheckpoint": "original",
-    "OriginalR50Checkpoint": "original_r50",
-    "convert_tokenizer": "tokenizer",
-    "load_original": "original",
-    "rename_key": "original",
+_EXPORTS = {  # submodule -> the public names it defines
+    "weights": ("CheckpointError",),
+    "original": ("OriginalCheckpoint", "load_original", "rename_key"),
+    "original_r50": ("OriginalR50Checkpoint",),
+    "tokenizer": ("convert_tokenizer",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .original import OriginalCheckpoint, load_original, rename_key

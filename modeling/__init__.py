@@ -15,16 +15,14 @@ from tokenocr._lazy import lazy_exports
 # The files of this folder that a converted hub folder carries as its remote code.
 REMOTE_CODE_FILES = ("configuration_tokenocr.py", "loss_tokenocr.py", "modeling_tokenocr.py")
 
-_EXPORTS = {
-    "TokenOCRAlignmentOutput": "modeling_tokenocr",
-    "TokenOCRConfig": "configuration_tokenocr",
-    "TokenOCRForTokenAlignment": "modeling_tokenocr",
-    "TokenOCRModel": "modeling_tokenocr",
-    "TokenOCROutput": "modeling_tokenocr",
-    "TokenOCRPreTrainedModel": "modeling_tokenocr",
+_EXPORTS = {  # submodule -> the public names it defines
+    "modeling_tokenocr": (
+        "TokenOCRAlignmentOutput", "TokenOCRForTokenAlignment", "TokenOCRModel", "TokenOCROutput",
+        "TokenOCRPreTrainedModel",
+    ),
+    "configuration_tokenocr": ("TokenOCRConfig",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .configuration_tokenocr import TokenOCRConfig

@@ -22,20 +22,15 @@ REMOTE_CODE_FILES = (
     "query_tokenocr.py",
 )
 
-_EXPORTS = {
-    "TokenOCRImageProcessor": "image_processing_tokenocr",
-    "TokenOCRProcessor": "processing_tokenocr",
-    "TokenSimilarityPipeline": "pipeline_tokenocr",
-    "mask_to_boxes": "visualization_tokenocr",
-    "prepare_query": "processing_tokenocr",
-    "read_pages": "pages_tokenocr",
-    "query_similarity": "query_tokenocr",
-    "relevance_score": "pipeline_tokenocr",
-    "stitch_tiles": "processing_tokenocr",
-    "whole_image_map": "processing_tokenocr",
+_EXPORTS = {  # submodule -> the public names it defines
+    "image_processing_tokenocr": ("TokenOCRImageProcessor",),
+    "processing_tokenocr": ("TokenOCRProcessor", "prepare_query", "stitch_tiles", "whole_image_map"),
+    "pipeline_tokenocr": ("TokenSimilarityPipeline", "relevance_score"),
+    "visualization_tokenocr": ("mask_to_boxes",),
+    "pages_tokenocr": ("read_pages",),
+    "query_tokenocr": ("query_similarity",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .image_processing_tokenocr import TokenOCRImageProcessor

@@ -67,15 +67,10 @@ def char_tokenizer():
 
 def _ink_inside_masks(image: Image.Image, mask: np.ndarray, grow: int = 1) -> float:
     """The share of dark pixels of the page that lie in some token's mask (grown by `grow` pixels)."""
+    from tokenocr.training.synthetic import grow_mask
+
     ink = np.asarray(image.convert("L")) < 110
-    inside = mask > 0
-    if grow:
-        padded = np.pad(inside, grow)
-        inside = np.zeros_like(inside)
-        for dy in range(2 * grow + 1):
-            for dx in range(2 * grow + 1):
-                inside |= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
-    return float(inside[ink].mean())
+    return float(grow_mask(mask > 0, grow)[ink].mean())
 
 
 def _pages(folder: Path):

@@ -18,7 +18,7 @@ from tokenocr.modeling import TokenOCRModel
 from tokenocr.training.data import load_token_mask_dataset
 
 from fixture_cases import FIXTURES
-from test_training import make_page, tiny_config, write_dataset
+from test_training import error_line, make_page, tiny_config, train, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +40,6 @@ def start(processor, tmp_path) -> Path:
 def data(tmp_path) -> Path:
     """Four pages: with 2 pages a step, 2 steps an epoch."""
     return write_dataset(tmp_path / "data", [make_page(seed, 56, 28, 5) for seed in range(4)])
-
-
-def train(argv) -> int:
-    return main(["train", *argv])
-
-
-def error_line(capsys) -> str:
-    """The command's one-line error: the last line of stderr."""
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("tokenocr: error: ") and "Traceback" not in line, line
-    return line
 
 
 def snapshot(folder: Path) -> dict:

@@ -20,18 +20,13 @@ from ._registration import register_now_or_when_transformers_is_imported
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "TokenOCRConfig": "modeling",
-    "TokenOCRForTokenAlignment": "modeling",
-    "TokenOCRModel": "modeling",
-    "TokenOCROutput": "modeling",
-    "TokenOCRPreTrainedModel": "modeling",
-    "TokenOCRImageProcessor": "processing",
-    "TokenOCRProcessor": "processing",
-    "TokenSimilarityPipeline": "processing",
+_EXPORTS = {  # submodule -> the public names it defines
+    "modeling": (
+        "TokenOCRConfig", "TokenOCRForTokenAlignment", "TokenOCRModel", "TokenOCROutput", "TokenOCRPreTrainedModel",
+    ),
+    "processing": ("TokenOCRImageProcessor", "TokenOCRProcessor", "TokenSimilarityPipeline"),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .modeling import (

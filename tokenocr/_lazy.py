@@ -3,14 +3,15 @@
 import importlib
 
 
-def lazy_exports(package: str, exports: dict[str, str]):
+def lazy_exports(package: str, modules: dict[str, tuple[str, ...]]):
     """
-    `__getattr__` and `__dir__` for a package whose public names live in submodules imported on first use.
+    `(__getattr__, __dir__, __all__)` for a package whose public names live in submodules imported on first use.
 
     Args:
         package: the package's `__name__`.
-        exports: public name -> submodule (relative to `package`) that defines it.
+        modules: submodule (relative to `package`) -> the public names it defines.
     """
+    exports = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str):
         if name not in exports:
@@ -22,4 +23,4 @@ def lazy_exports(package: str, exports: dict[str, str]):
     def __dir__():
         return sorted(exports)
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(exports)

@@ -310,17 +310,23 @@ def rotate_page(ink: Image.Image, mask: np.ndarray, angle: float) -> tuple[Image
     return ink, np.asarray(rotated, dtype=np.int32).copy()
 
 
+def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """A bool mask grown by `pixels` in every direction (a square neighbourhood)."""
+    if pixels <= 0:
+        return mask.copy()
+    height, width = mask.shape
+    padded = np.pad(mask, pixels)
+    grown = np.zeros_like(mask)
+    for dy in range(2 * pixels + 1):
+        for dx in range(2 * pixels + 1):
+            grown |= padded[dy : dy + height, dx : dx + width]
+    return grown
+
+
 def background_boxes(rng: random.Random, mask: np.ndarray, count: int, size_range, margin: int = 3) -> list[tuple]:
     """Up to `count` random boxes that stay `margin` pixels away from any token mask and from each other."""
     height, width = mask.shape
-    taken = mask > 0
-    if margin:
-        padded = np.pad(taken, margin)
-        grown = np.zeros_like(taken)
-        for dy in range(2 * margin + 1):
-            for dx in range(2 * margin + 1):
-                grown |= padded[dy : dy + height, dx : dx + width]
-        taken = grown
+    taken = grow_mask(mask > 0, margin)
     boxes = []
     for _ in range(count * 20):
         if len(boxes) == count:
