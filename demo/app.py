@@ -44,7 +44,8 @@ if __package__:
         upload_folder,
     )
 else:  # run as a script, or loaded by path as on a Space: the modules beside this one
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if str(Path(__file__).resolve().parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
     from scoring import (  # noqa: E402
         DEFAULT_CACHE_GB, DEFAULT_MODEL, DEFAULT_THRESHOLD, HUB_MODELS, MODEL_ENV, PDF_DPI, CachedPage, FeatureCache,  # noqa: F401
         ModelPool, check_device, is_untrained, model_kind, model_threshold, page_count, page_key, read_page, resolve_models,
@@ -196,9 +197,12 @@ class DemoApp:
         """The interface's outputs for one query result (pictures made by the library; arranged here)."""
         tokens, relevance = found["tokens"], found["score"]
         captions = [loaded.drawing.format_caption(token["token"], token["score"]) for token in tokens]
+        # Pictures of the tokens that stand for text: a whitespace token (the space a character tokenizer puts before
+        # a word) is left out of the query's map, and of the gallery and strip; the table and summary keep it.
+        pictured = [i for i, token in enumerate(tokens) if token["token"].strip()] or list(range(len(tokens)))
         strip = loaded.drawing.heatmap_strip(
-            [token["heatmap"] for token in tokens], captions, panel_width=STRIP_PANEL_WIDTH,
-            columns=min(4, len(tokens)), title=f"'{query}' on {request.label}: relevance {relevance:.3f}",
+            [tokens[i]["heatmap"] for i in pictured], [captions[i] for i in pictured], panel_width=STRIP_PANEL_WIDTH,
+            columns=min(4, len(pictured)), title=f"'{query}' on {request.label}: relevance {relevance:.3f}",
         )
         self._runs += 1
         summary = self.output_dir / f"tokenocr-summary-{self._runs:04d}.json"
@@ -207,7 +211,7 @@ class DemoApp:
         table = [[i + 1, caption.rsplit("  ", 1)[0], token["token_id"], round(token["score"], 4), _boxes_text(token["boxes"])]
                  for i, (token, caption) in enumerate(zip(tokens, captions))]
         gallery = [(found["heatmap"], f"the query  {relevance:.3f}")]
-        gallery += [(token["heatmap"], caption) for token, caption in zip(tokens, captions)]
+        gallery += [(tokens[i]["heatmap"], captions[i]) for i in pictured]
         annotated = annotated_view(entry.page, shown, found, threshold, captions)
         return gallery, strip, annotated, relevance, table, str(summary), status
 

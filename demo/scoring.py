@@ -17,7 +17,11 @@ from pathlib import Path
 if __package__:
     from .uploads import DemoError, PageRequest, file_digest, one_line
 else:  # run as a script, or loaded by path as on a Space: the modules beside this one
-    from uploads import DemoError, PageRequest, file_digest, one_line
+    import sys
+
+    if str(Path(__file__).resolve().parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from uploads import DemoError, PageRequest, file_digest, one_line  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +108,6 @@ def check_device(device: str | None) -> str:
     machine has. Default: CUDA when available."""
     import torch
 
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
     if package_available():
         from tokenocr.loading import check_device as library_check
 
@@ -113,6 +115,8 @@ def check_device(device: str | None) -> str:
             return library_check(device)
         except ValueError as error:
             raise DemoError(one_line(error)) from None
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):

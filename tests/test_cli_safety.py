@@ -198,3 +198,19 @@ def test_safe_names_keep_letters_and_symbols_beyond_ascii_readable():
     assert len(safe_name("€" * 100)) == 40
     # a surrogate that is no file-name byte never breaks a name or a summary
     assert display_name("\ud800a") == "\ufffda" and safe_name("\ud800a") == "a"
+
+
+def test_the_command_line_and_the_demo_choose_the_same_default_device(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from tokenocr.loading import check_device
+
+    spec = importlib.util.spec_from_file_location(
+        "tokenocr_demo_scoring_for_devices", Path(__file__).resolve().parent.parent / "demo" / "scoring.py")
+    for available, expected in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda available=available: available)
+        demo_scoring = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(demo_scoring)
+        assert check_device(None) == demo_scoring.check_device(None) == expected

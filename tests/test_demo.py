@@ -383,3 +383,19 @@ def test_first_paint_shows_no_relevance_and_the_examples_under_run(server):
     assert run_column in path_to(config["layout"], examples)  # same column as Run
     assert by_id[run_column]["type"] == "column"
     assert config.get("max_file_size") == 200 * 1024 * 1024
+
+
+def test_the_demo_pictures_the_tokens_that_stand_for_text(tmp_path):
+    """The document model's character tokenizer puts a space token before a word: it is in the table and the
+    summary, but not pictured (it is left out of the query's map too)."""
+    examples = ROOT / "demo" / "examples"
+    demo = app_module.DemoApp([app_module.DEFAULT_MODEL], allowed_dirs=[examples])
+    try:
+        gallery, _, _, relevance, table, summary_file, _ = demo.run(
+            str(examples / "document_page.png"), None, 1, "February", None, app_module.DEFAULT_MODEL)
+        tokens = json.loads(Path(summary_file).read_text())["tokens"]
+    finally:
+        demo.close()
+    assert [t["token"] for t in tokens] == [" ", *"February"] and len(table) == 9
+    assert [caption.split("'")[1] for _, caption in gallery[1:]] == list("February")
+    assert gallery[0][1].startswith("the query") and math.isfinite(relevance)

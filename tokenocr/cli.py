@@ -171,7 +171,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pages", type=_pages, default=None, metavar="RANGES", help="PDF pages to use, e.g. 1-3,7 (default: all)")
     parser.add_argument("--dpi", type=_dpi, default=DEFAULT_PDF_DPI,
                         help=f"PDF rendering resolution, {MIN_DPI} to {MAX_DPI} (default: {DEFAULT_PDF_DPI})")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: the model's)")
     parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"tiles per vision-tower forward, 1 to {MAX_BATCH_SIZE} (default: {DEFAULT_BATCH_SIZE})")
@@ -274,7 +274,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N", help="most tiles per page (default: the processor's)")
     parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"tiles per vision-tower forward (default: {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: float32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the retrieval queries' choice (default: 0)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE (a new file)")

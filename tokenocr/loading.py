@@ -75,11 +75,12 @@ def is_original_folder(folder: Path) -> bool:
 
 
 def check_device(spec: str | None) -> str:
-    """`spec` (`cpu`, `cuda`, `cuda:1`, `mps`, ...) checked to name a device this machine has; default `cpu`."""
+    """`spec` (`cpu`, `cuda`, `cuda:1`, `mps`, ...) checked to name a device this machine has; default: `cuda` when
+    this machine has one, else `cpu` (the command line and the demo share this rule)."""
     import torch
 
     if spec is None:
-        return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
