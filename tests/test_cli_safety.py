@@ -21,6 +21,8 @@ def error_line(capsys) -> str:
 
 
 def command(name: str, tmp_path, *extra) -> list[str]:
+    if name == "evaluate":
+        return ["evaluate", "--model", NO_MODEL, "--data", str(tmp_path / "data"), *extra]
     if name == "make-data":
         return ["make-data", str(tmp_path / "a.pdf"), "--model", NO_MODEL, "--output", str(tmp_path / "out"), *extra]
     inputs = ["--image", str(tmp_path / "a.png")] if name == "similarity" else ["--images", str(tmp_path)]
@@ -50,7 +52,7 @@ def test_dpi_is_checked_while_parsing(tmp_path, capsys, no_model_loads, name, dp
     assert "--dpi" in line and "between 18 and 1200 dpi" in line, line
 
 
-@pytest.mark.parametrize("name", ["similarity", "search"])
+@pytest.mark.parametrize("name", ["similarity", "search", "evaluate"])
 @pytest.mark.parametrize("size", ["0", "1025", "1000000000", "nan", "-1"])
 def test_batch_size_has_an_upper_bound_checked_while_parsing(tmp_path, capsys, no_model_loads, name, size):
     from tokenocr.processing.settings_tokenocr import MAX_BATCH_SIZE

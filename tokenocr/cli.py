@@ -272,8 +272,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-queries", type=_non_negative_int, default=100, metavar="N", help="retrieval queries (default: 100)")
     parser.add_argument("--max-pages", type=_positive_int, default=None, metavar="N", help="evaluate the first N pages")
     parser.add_argument("--max-tiles", type=_tile_count, default=None, metavar="N", help="most tiles per page (default: the processor's)")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help=f"tiles per vision-tower forward (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE, metavar="N",
+                        help=f"tiles per vision-tower forward, 1 to {MAX_BATCH_SIZE} (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: float32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the retrieval queries' choice (default: 0)")
