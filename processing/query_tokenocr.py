@@ -60,6 +60,27 @@ def _shifted(values: torch.Tensor, dx: int, fill: float) -> torch.Tensor:
     return out
 
 
+def _combine_shifted(maps: torch.Tensor, shifts: list[int], fill: float, combination: str) -> torch.Tensor:
+    """
+    `_combine` of `_shifted(maps[n], shifts[n], fill)` for every token `n`, for the mean and the minimum accumulated
+    in place, one slice per token, instead of making and stacking a shifted copy of every map (the copies, not the
+    arithmetic, were the query level's cost).
+    """
+    if combination not in ("mean", "min"):
+        return _combine(torch.stack([_shifted(map_, dx, fill) for map_, dx in zip(maps, shifts)]), combination)
+    width, mean = maps.shape[-1], combination == "mean"
+    result = torch.full_like(maps[0], 0.0 if mean else math.inf)
+    for map_, dx in zip(maps, shifts):
+        # result[..., x] (+= or min=) map_[..., x + dx] where x + dx is inside the map, else fill
+        low, high = min(width, max(0, -dx)), max(0, min(width, width - dx))
+        if low < high:
+            inside, source = result[..., low:high], map_[..., low + dx : high + dx]
+            inside.add_(source) if mean else torch.minimum(inside, source, out=inside)
+        for outside in (result[..., :low], result[..., max(low, high):]):
+            outside.add_(fill) if mean else outside.clamp_(max=fill)
+    return result.div_(len(shifts)) if mean else result
+
+
 def _combine(stack: torch.Tensor, combination: str) -> torch.Tensor:
     if combination == "mean":
         return stack.mean(0)
@@ -101,9 +122,8 @@ def query_similarity(token_maps, texts: list[str], combination: str = QUERY_COMB
         reach = int(0.3 * pitch * min(length for _, _, length in layout) + 0.5)
         pooled = torch.nn.functional.max_pool2d(visible[None], kernel_size=(1, 2 * reach + 1), stride=1,
                                                 padding=(0, reach))[0]
-        stack = torch.stack([_shifted(pooled[n], round((middle - centre) * pitch), -1.0)
-                             for n, (_, middle, _) in enumerate(layout)])
-        combined = _combine(stack, combination)
+        shifts = [round((middle - centre) * pitch) for _, middle, _ in layout]
+        combined = _combine_shifted(pooled, shifts, -1.0, combination)
         # A wider spacing must win by SPACING_PENALTY per step: with tolerance, a wide spacing can also string
         # together letters of neighbouring words, so among near-equal matches the tighter one is the word.
         penalised = combined - SPACING_PENALTY * step
