@@ -9,24 +9,14 @@ the model was loaded (the peak is reset at that point), measured in this one run
 matter for the question, so the default is the small test checkpoint.
 """
 
-import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from memory_run import parser_with_model, run_hooked
 
-ROOT = Path(__file__).resolve().parents[1]
 
-_RUN = r"""
-import json, re, sys
+_HOOK = r"""
 import tokenocr.loading as loading
-from tokenocr.cli import main
-
-def status(field):
-    with open("/proc/self/status") as file:
-        return int(re.search(field + r":\s+(\d+)", file.read()).group(1)) / 1024
 
 marks = {}
 real = loading.load_pipeline
@@ -58,18 +48,11 @@ def query_with_tokens(model: str, count: int) -> str:
 
 
 def run(model: str, page: Path, query: str, out: Path) -> dict:
-    command = [sys.executable, "-c", _RUN, "similarity", "--model", model, "--image", str(page), "--query", query,
-               "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    report = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else {}
-    if result.returncode != 0 or report.get("code") != 0:
-        raise SystemExit(result.stderr[-3000:])
-    return report
+    return run_hooked(_HOOK, ["similarity", "--model", model, "--image", str(page), "--query", query, "--out", str(out)])
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--model", default=str(ROOT / "tests/fixtures/original/tiny_seg/checkpoint"))
+    parser = parser_with_model(__doc__)
     parser.add_argument("--tokens", type=int, default=150)
     args = parser.parse_args()
     import numpy as np

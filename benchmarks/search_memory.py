@@ -6,30 +6,20 @@ page 200, measured in this one run.
     python benchmarks/search_memory.py [--model tests/fixtures/original/tiny_seg/checkpoint] [--pages 200]
 """
 
-import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from memory_run import parser_with_model, run_hooked
 
-ROOT = Path(__file__).resolve().parents[1]
 
-_RUN = r"""
-import json, re, sys
+_HOOK = r"""
 import tokenocr.commands.search as search
-from tokenocr.cli import main
-
-def peak_mb():
-    with open("/proc/self/status") as file:
-        return int(re.search(r"VmHWM:\s+(\d+)", file.read()).group(1)) / 1024
 
 peaks = []
 real = search.page_lines
 
 def page_lines_and_peak(*args, **kwargs):
-    peaks.append(peak_mb())
+    peaks.append(status("VmHWM"))
     return real(*args, **kwargs)
 
 search.page_lines = page_lines_and_peak
@@ -52,20 +42,15 @@ def make_pages(folder: Path, count: int) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--model", default=str(ROOT / "tests/fixtures/original/tiny_seg/checkpoint"))
+    parser = parser_with_model(__doc__)
     parser.add_argument("--pages", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenocr-search-memory-") as work:
         work = Path(work)
         (work / "pages").mkdir()
         make_pages(work / "pages", args.pages)
-        command = [sys.executable, "-c", _RUN, "search", "--model", args.model, "--images", str(work / "pages"),
-                   "--query", "Invoice total", "ACME", "--out", str(work / "results.jsonl")]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(result.stderr[-3000:])
-        peaks = json.loads(result.stdout.strip().splitlines()[-1])["peaks"]
+        peaks = run_hooked(_HOOK, ["search", "--model", args.model, "--images", str(work / "pages"),
+                                   "--query", "Invoice total", "ACME", "--out", str(work / "results.jsonl")])["peaks"]
     early, late = peaks[19], peaks[-1]
     print(f"{len(peaks)} pages (1700 x 2200), 2 queries, model {Path(args.model).name}")
     print(f"peak RSS after page 20:  {early:8.1f} MiB")

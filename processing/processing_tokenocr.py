@@ -440,7 +440,7 @@ class TokenOCRProcessor(ProcessorMixin):
         return self.post_process_similarity(similarity.float().cpu(), grids, num_tiles, map_sizes)[0]
 
     def page_results(self, maps, input_ids, image_size, threshold: float | None = None, level: str = "token",
-                     queries: list[str] | None = None, image=None) -> list:
+                     queries: list[str] | None = None, image=None, on_picture=None) -> list:
         """
         One page's results from its maps, exactly as [`~TokenOCRProcessor.post_process_token_similarity`] gives
         them for each image (it calls this): per query a token list, or with `level="query"` one query result.
@@ -452,6 +452,10 @@ class TokenOCRProcessor(ProcessorMixin):
             image (`PIL.Image.Image`, *optional*): the page, to add the pictures (`heatmap`, `mask`), drawn at its
                 `visual_size`; or a smaller copy of it (a display's), which sets the pictures' size (boxes and scores
                 do not change: they come from the maps at the page's size).
+            on_picture (*optional*): with `image`, called as each picture is made, as
+                `on_picture(query_index, token_index, result, heatmap, mask)` (`token_index` None for the query's own
+                picture, `result` the token's or the query's result); the pictures are then left out of the results,
+                so that only one is held at a time (the command line writes them as they come).
         """
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(map(repr, LEVELS))}, got {level!r}.")
@@ -459,17 +463,31 @@ class TokenOCRProcessor(ProcessorMixin):
         ids = _unpadded_ids(input_ids)
         size = (int(image_size[1]), int(image_size[0]))  # (width, height), as the drawing helpers take it
         shown = visual_image(image) if image is not None else None
-        per_query = []
+        hand_over = _picture_handler(on_picture if shown is not None else None)
+        names = (queries or [self.tokenizer.decode(query) for query in ids]) if level == "query" else None
+        scale = self.map_scale(maps.shape[-2:], size[::-1], not self.image_processor.do_tiling)
+        results = []
         for q, query_ids in enumerate(ids):
             texts = self.query_tokens(query_ids, queries[q] if queries else None)
-            per_query.append([self._token_result(maps[q, t], token_id, text, size, threshold, shown)
-                              for t, (token_id, text) in enumerate(zip(query_ids, texts))])
-        if level == "token":
-            return per_query
-        names = queries or [self.tokenizer.decode(query) for query in ids]
-        scale = self.map_scale(maps.shape[-2:], size[::-1], not self.image_processor.do_tiling)
-        return [self.query_result(name, tokens, maps[q, : len(tokens)], scale, size, threshold, shown)
-                for q, (name, tokens) in enumerate(zip(names, per_query))]
+            tokens = [hand_over(q, t, self._token_result(maps[q, t], token_id, text, size, threshold, shown))
+                      for t, (token_id, text) in enumerate(zip(query_ids, texts))]
+            if level == "token":
+                results.append(tokens)
+                continue
+            found = self.query_result(names[q], tokens, maps[q, : len(tokens)], scale, size, threshold, shown)
+            results.append(hand_over(q, None, found))
+        return results
+
+
+def _picture_handler(on_picture):
+    """`(query_index, token_index, result) -> result`: hands a result's pictures to `on_picture` and leaves them out
+    of it; without `on_picture`, the result as it is."""
+    def hand_over(query_index, token_index, result):
+        if on_picture is not None:
+            on_picture(query_index, token_index, result, result.pop("heatmap"), result.pop("mask"))
+        return result
+
+    return hand_over
 
 
 def _device_and_dtype(model) -> tuple:

@@ -170,7 +170,7 @@ def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(command, "write_token_pictures", exhausted)
+    monkeypatch.setattr(command.PictureWriter, "_save", exhausted)
     assert run(tmp_path) == 1
     assert "out of memory" in error_line(capsys)
     assert list(tmp_path.iterdir()) == []

@@ -401,3 +401,28 @@ def test_a_page_scored_by_the_processor_s_steps_equals_the_pipeline(tmp_path):
     assert found["boxes"] == expected["boxes"] and found["score"] == pytest.approx(expected["score"], abs=1e-6)
     assert [t["boxes"] for t in found["tokens"]] == [t["boxes"] for t in expected["tokens"]]
     np.testing.assert_array_equal(found["mask"], expected["mask"])
+
+
+def test_pictures_can_be_taken_one_at_a_time_as_they_are_made():
+    """With `on_picture`, each picture is handed over as it is made and left out of the results (what lets the
+    command line hold one picture at a time, whatever the number of query tokens)."""
+    model, processor = load_case(Case("tiny_seg"))
+    page = Image.open(SAMPLE).convert("RGB")
+    queries = ["Invoice total", "ACME"]
+    ids = [processor(text=query)["input_ids"] for query in queries]
+    encoded = processor(text=queries, return_tensors="pt")  # padded: both queries scored at once
+    maps = processor.page_similarity(model, page, encoded["input_ids"], encoded["attention_mask"])
+    kept = processor.page_results(maps, ids, (page.height, page.width), level="query", queries=queries, image=page)
+    handed = []
+    streamed = processor.page_results(maps, ids, (page.height, page.width), level="query", queries=queries,
+                                      image=page, on_picture=lambda q, t, result, heatmap, mask: handed.append(
+                                          (q, t, np.asarray(heatmap).copy(), mask)))
+    assert [(q, t) for q, t, _, _ in handed] == [
+        (q, t) for q, query_ids in enumerate(ids) for t in [*range(len(query_ids)), None]]
+    for q, t, heatmap, mask in handed:
+        expected = kept[q] if t is None else kept[q]["tokens"][t]
+        np.testing.assert_array_equal(heatmap, np.asarray(expected["heatmap"]))
+        np.testing.assert_array_equal(mask, expected["mask"])
+    assert all("heatmap" not in found and all("heatmap" not in token for token in found["tokens"])
+               for found in streamed)
+    assert [found["boxes"] for found in streamed] == [found["boxes"] for found in kept]

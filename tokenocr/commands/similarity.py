@@ -75,32 +75,41 @@ def check_inputs(args) -> int:
     return total
 
 
-def write_token_pictures(token: dict, folder: Path, stem: str) -> dict:
-    """Write one token's heatmap and mask PNGs (made by the post-processing); its summary entry."""
-    import numpy as np
-    from PIL import Image
+class PictureWriter:
+    """Writes each picture of one page as the post-processing makes it (`page_results(on_picture=...)`), so that one
+    picture is held at a time; remembers the file names for the summary."""
 
-    token["heatmap"].save(folder / f"{stem}-heatmap.png")
-    Image.fromarray(token["mask"].astype(np.uint8) * 255).save(folder / f"{stem}-mask.png")
-    return {
-        "token": token["token"], "token_id": token["token_id"], "score": token["score"], "boxes": token["boxes"],
-        "heatmap": f"{folder.name}/{stem}-heatmap.png", "mask": f"{folder.name}/{stem}-mask.png",
-    }
+    def __init__(self, folder: Path):
+        self.folder, self.names = folder, {}
 
+    def __call__(self, query_index: int, token_index: int | None, result: dict, heatmap, mask) -> None:
+        import numpy as np
+        from PIL import Image
 
-def write_query(found: dict, image, query: str, folder: Path, query_index: int) -> dict:
-    """Write one query's pictures (its map with its boxes, each token's heatmap and mask, the strip of all its
-    tokens); its summary entry."""
-    from ..processing.visualization_tokenocr import query_strip
+        if token_index is None:  # the query's own picture (its mask is not written)
+            self.names[query_index, None] = self._save(heatmap, f"q{query_index}-query.png")
+            return
+        stem = f"q{query_index}-t{token_index:02d}-{safe_name(result['token'])}"
+        self.names[query_index, token_index] = (self._save(heatmap, f"{stem}-heatmap.png"),
+                                                self._save(Image.fromarray(mask.astype(np.uint8) * 255), f"{stem}-mask.png"))
 
-    stem = f"{folder.name}/q{query_index}"
-    found["heatmap"].save(folder / f"q{query_index}-query.png")
-    written = [write_token_pictures(token, folder, f"q{query_index}-t{index:02d}-{safe_name(token['token'])}")
-               for index, token in enumerate(found["tokens"])]
-    query_strip(image, found["tokens"], title=f"{query!r} (relevance {found['score']:.3f})").save(
-        folder / f"q{query_index}-strip.png")
-    return {"query": query, "relevance": found["score"], "boxes": found["boxes"], "box_scores": found["box_scores"],
-            "picture": f"{stem}-query.png", "strip": f"{stem}-strip.png", "tokens": written}
+    def _save(self, picture, name: str) -> str:
+        picture.save(self.folder / name)
+        return f"{self.folder.name}/{name}"
+
+    def summary(self, query_index: int, query: str, found: dict, image) -> dict:
+        """The query's summary entry; also writes the strip of all its tokens side by side."""
+        from ..processing.visualization_tokenocr import query_strip
+
+        strip = f"q{query_index}-strip.png"
+        query_strip(image, found["tokens"], title=f"{query!r} (relevance {found['score']:.3f})").save(self.folder / strip)
+        tokens = []
+        for index, token in enumerate(found["tokens"]):
+            heatmap, mask = self.names[query_index, index]
+            tokens.append({**{key: token[key] for key in ("token", "token_id", "score", "boxes")},
+                           "heatmap": heatmap, "mask": mask})
+        return {"query": query, "relevance": found["score"], "boxes": found["boxes"], "box_scores": found["box_scores"],
+                "picture": self.names[query_index, None], "strip": f"{self.folder.name}/{strip}", "tokens": tokens}
 
 
 def run(args, finder, total: int | None = None) -> Path:
@@ -108,7 +117,7 @@ def run(args, finder, total: int | None = None) -> Path:
     Write the results for `args` with the loaded pipeline `finder`'s model and processor (`total` pages, for the
     progress bar); returns the output folder. Each page is scored once for all queries
     (`TokenOCRProcessor.page_similarity`); its results and pictures come from the post-processing
-    (`page_results`), one query at a time, and are written and released before the next.
+    (`page_results`), each picture written and released as it is made.
     """
     from huggingface_hub.utils import tqdm
 
@@ -130,10 +139,11 @@ def run(args, finder, total: int | None = None) -> Path:
             folder.mkdir()
             entry = {"image": display_name(path), "size": [image.width, image.height], "folder": folder.name,
                      "queries": [], **({"page": page} if page else {})}
-            for query_index, (query, ids) in enumerate(zip(args.query, query_ids)):
-                found = processor.page_results(maps[query_index : query_index + 1], [ids], (image.height, image.width),
-                                               threshold, "query", [query], image=image)[0]
-                entry["queries"].append(write_query(found, image, query, folder, query_index))
+            writer = PictureWriter(folder)
+            results = processor.page_results(maps, query_ids, (image.height, image.width), threshold, "query",
+                                             list(args.query), image=image, on_picture=writer)
+            entry["queries"] = [writer.summary(index, query, found, image)
+                                for index, (query, found) in enumerate(zip(args.query, results))]
             summary["images"].append(entry)
         (building / "summary.json").write_text(
             json.dumps(json_ready(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
