@@ -9,10 +9,9 @@ the model was loaded (the peak is reset at that point), measured in this one run
 matter for the question, so the default is the small test checkpoint.
 """
 
-import tempfile
 from pathlib import Path
 
-from memory_run import parser_with_model, run_hooked
+from memory_run import parser_with_model, run_hooked, work_folder
 
 
 _HOOK = r"""
@@ -58,8 +57,7 @@ def main():
     import numpy as np
     from PIL import Image
 
-    with tempfile.TemporaryDirectory(prefix="tokenocr-cli-memory-") as work:
-        work = Path(work)
+    with work_folder("cli-memory") as work:
         page = work / "a4-300dpi.png"
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(180, 256, (3508, 2480, 3), dtype=np.uint8)).save(page)

@@ -5,9 +5,11 @@ read from `/proc/self/status` (peak and current resident memory, in MiB).
 """
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -41,3 +43,10 @@ def run_hooked(hook: str, argv: list[str]) -> dict:
     if result.returncode != 0 or report.get("code", 0) != 0:
         raise SystemExit(result.stderr[-3000:])
     return report
+
+
+@contextlib.contextmanager
+def work_folder(name: str):
+    """A temporary folder for one benchmark's pages and outputs, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"tokenocr-{name}-") as work:
+        yield Path(work)

@@ -6,10 +6,9 @@ page 200, measured in this one run.
     python benchmarks/search_memory.py [--model tests/fixtures/original/tiny_seg/checkpoint] [--pages 200]
 """
 
-import tempfile
 from pathlib import Path
 
-from memory_run import parser_with_model, run_hooked
+from memory_run import parser_with_model, run_hooked, work_folder
 
 
 _HOOK = r"""
@@ -45,8 +44,7 @@ def main():
     parser = parser_with_model(__doc__)
     parser.add_argument("--pages", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tokenocr-search-memory-") as work:
-        work = Path(work)
+    with work_folder("search-memory") as work:
         (work / "pages").mkdir()
         make_pages(work / "pages", args.pages)
         peaks = run_hooked(_HOOK, ["search", "--model", args.model, "--images", str(work / "pages"),

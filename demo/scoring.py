@@ -104,8 +104,8 @@ def model_threshold(spec: str) -> float:
 
 
 def check_device(device: str | None) -> str:
-    """The device to run on, checked at start: the package's own check, or (on a Space) cpu or a CUDA device this
-    machine has. Default: CUDA when available."""
+    """The device to run on, checked at start by the package's own check when it is installed (default: CUDA when
+    available, else the CPU)."""
     import torch
 
     if package_available():
@@ -117,15 +117,7 @@ def check_device(device: str | None) -> str:
             raise DemoError(one_line(error)) from None
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise DemoError(f"--device '{device}' is not a device name (cpu, cuda, cuda:1)") from None
-    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
-        raise DemoError(f"--device '{device}': this machine has no such CUDA device")
-    if parsed.type not in ("cpu", "cuda"):
-        raise DemoError(f"--device '{device}': without the tokenocr package the demo runs on cpu or cuda")
-    return device
+    return device  # on a Space, where nobody passes --device: a device the machine lacks fails when the model loads
 
 
 @dataclass
