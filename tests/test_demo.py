@@ -122,7 +122,8 @@ def test_a_pdf_page(client, tmp_path):
     width, height = summary["page"]["size"]
     assert abs(width - 400) <= 1 and abs(height - 500) <= 1  # rendered at 150 dpi: the page's own pixels
     assert summary["page"]["source"] == "pdf" and summary["page"]["page_number"] == 2
-    assert len(gallery) == len(summary["tokens"]) + 1 >= 2  # the query's picture, then one per token
+    pictured = [t for t in summary["tokens"] if t["token"].strip()]  # whitespace tokens are not pictured
+    assert len(gallery) == len(pictured) + 1 >= 2  # the query's picture, then one per token
     for item in gallery:
         with Image.open(item["image"]) as heatmap:
             assert heatmap.size == (width, height)
@@ -334,8 +335,11 @@ def test_a_very_wide_page_and_a_query_with_a_newline_are_answered(client, tmp_pa
     assert len(gallery) == 2 and "17000 x 40 px" in status
     with Image.open(annotated["image"]) as view:
         assert max(view.size) <= 16383
-    gallery, strip, *_ = run(client, image=SAMPLE_PAGE, query="Invoice\ntotal")
-    assert "'\\n'" in [item["caption"].split("  ")[0] for item in gallery]
+    gallery, strip, _, _, table, summary_file, _ = run(client, image=SAMPLE_PAGE, query="Invoice\ntotal")
+    tokens = [t["token"] for t in json.loads(Path(summary_file).read_text())["tokens"]]
+    assert "\n" in tokens and "'\\n'" in [row[1] for row in table["data"]]  # in the table and the summary
+    assert "'\\n'" not in [item["caption"].split("  ")[0] for item in gallery]  # whitespace is not pictured
+    assert len(gallery) == 1 + sum(1 for token in tokens if token.strip())
 
 
 @pytest.mark.parametrize("threshold, page, message", [

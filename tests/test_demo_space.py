@@ -43,7 +43,8 @@ def test_hub_repo_without_the_package(converted, tmp_path):
     expected_ids = processor(text="TOTAL")["input_ids"]
     summary = json.loads(Path(summary_file).read_text())
     assert [t["token_id"] for t in summary["tokens"]] == expected_ids
-    assert len(gallery) == len(expected_ids) + 1  # the query's picture, then one per token
+    pictured = [t for t in summary["tokens"] if t["token"].strip()]  # whitespace tokens are not pictured
+    assert len(gallery) == len(pictured) + 1 <= len(expected_ids) + 1  # the query's picture, then one per token
     for item in gallery:
         with Image.open(item["image"]) as heatmap:
             assert heatmap.size == (448, 896)
