@@ -17,7 +17,6 @@ with its query words (as `tests/test_document_model.py` uses them) reports:
     python benchmarks/bf16_maps.py --model models/tokenocr-tiny-documents --runs 7 --threads 2
 """
 
-import argparse
 import json
 import statistics
 import time
@@ -26,16 +25,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from document_page import ROOT, document_model_parser
+from tokenocr.training.evaluate import box_iou as iou
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def iou(a, b) -> float:
-    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 def inside(point, boxes, margin: float = 0.0) -> bool:
@@ -52,11 +44,8 @@ def peak_in_pixels(processor, result, image) -> tuple[float, float]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "tokenocr-tiny-documents"))
+    parser = document_model_parser(__doc__)
     parser.add_argument("--pages", default=str(ROOT / "tests" / "fixtures" / "documents"))
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -35,12 +35,19 @@ def timed(function, runs: int) -> list[float]:
     return times
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+def document_model_parser(doc: str) -> argparse.ArgumentParser:
+    """The options the document-model benchmarks share: --model (default: the shipped document model), --runs and
+    --threads."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "tokenocr-tiny-documents"))
-    parser.add_argument("--page", default=str(ROOT / "demo" / "examples" / "document_page.png"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def main(argv=None):
+    parser = document_model_parser(__doc__)
+    parser.add_argument("--page", default=str(ROOT / "demo" / "examples" / "document_page.png"))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

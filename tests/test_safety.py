@@ -181,15 +181,20 @@ def _start_conversion(tmp_path):
                              str(tmp_path / "out")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
-def test_sigterm_during_conversion_leaves_nothing(tmp_path):
-    process = _start_conversion(tmp_path)
-    assert _wait_for(lambda: any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()))
+def _terminate_while_building(process, folder: Path, program: str) -> None:
+    """SIGTERM `process` once its output is being built in `folder`; it must end as interrupted, say so in one line,
+    and leave `folder` empty."""
+    assert _wait_for(lambda: any(p.name.startswith(".out.partial-") for p in folder.iterdir()))
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode in INTERRUPTED_STATUSES, (process.returncode, stderr)
-    assert stderr.strip().splitlines()[-1] == "tokenocr-convert: error: interrupted; nothing was written"
-    assert list(tmp_path.iterdir()) == []
+    assert stderr.strip().splitlines()[-1] == f"{program}: error: interrupted; nothing was written"
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_conversion_leaves_nothing(tmp_path):
+    _terminate_while_building(_start_conversion(tmp_path), tmp_path, "tokenocr-convert")
 
 
 @pytest.mark.slow
@@ -215,9 +220,4 @@ def test_sigterm_during_similarity_leaves_nothing(tmp_path):
          "x", "--out", str(tmp_path / "out")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert _wait_for(lambda: any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()))
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode in INTERRUPTED_STATUSES, (process.returncode, stderr)
-    assert stderr.strip().splitlines()[-1] == "tokenocr: error: interrupted; nothing was written"
-    assert list(tmp_path.iterdir()) == []
+    _terminate_while_building(process, tmp_path, "tokenocr")
