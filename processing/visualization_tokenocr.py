@@ -302,8 +302,8 @@ def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2 or not mask.any():
         return []
-    height, width = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows = np.flatnonzero(mask.any(axis=1))  # only the rows holding some of the mask are scanned
+    edges = np.diff(np.pad(mask[rows], ((0, 0), (1, 1))).astype(np.int8), axis=1)
     starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
     run_rows, run_starts, run_ends = starts[0], starts[1], ends[1]  # ends exclusive; both in row-major order
     parent = list(range(len(run_rows)))
@@ -314,8 +314,8 @@ def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
             i = parent[i]
         return i
 
-    row_first = np.searchsorted(run_rows, np.arange(height + 1))
-    for row in range(1, height):
+    row_first = np.searchsorted(run_rows, np.arange(len(rows) + 1))  # run_rows index `rows`
+    for row in (np.flatnonzero(np.diff(rows) == 1) + 1).tolist():  # a row with runs right below one with runs
         above, here = range(row_first[row - 1], row_first[row]), range(row_first[row], row_first[row + 1])
         j = above.start
         for i in here:
@@ -329,7 +329,8 @@ def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:
     boxes = {}
     for i in range(len(run_rows)):
         root = find(i)
-        left, top, right, bottom = int(run_starts[i]), int(run_rows[i]), int(run_ends[i]), int(run_rows[i]) + 1
+        top = int(rows[run_rows[i]])
+        left, right, bottom = int(run_starts[i]), int(run_ends[i]), top + 1
         box = boxes.setdefault(root, [left, top, right, bottom])
         boxes[root] = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
     return sorted(boxes.values(), key=lambda box: (box[1], box[0]))

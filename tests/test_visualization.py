@@ -195,3 +195,36 @@ def test_result_pictures_colour_only_where_the_mask_is():
     mask, boxes, heatmap = token_visuals(torch.from_numpy(weak), page.size, 0.1, page)
     coloured = (np.asarray(heatmap) != 255).any(axis=2)
     assert mask.any() and not coloured[~mask].any() and coloured[mask].mean() > 0.5
+
+
+def _flood_fill_boxes(mask: np.ndarray) -> list[list[int]]:
+    """An independent oracle: 8-connected regions by flood fill, their [left, top, right, bottom] boxes, sorted."""
+    height, width = mask.shape
+    seen, boxes = np.zeros_like(mask), []
+    for y, x in zip(*np.nonzero(mask)):
+        if seen[y, x]:
+            continue
+        stack, seen[y, x] = [(y, x)], True
+        left, top, right, bottom = x, y, x + 1, y + 1
+        while stack:
+            cy, cx = stack.pop()
+            left, top, right, bottom = min(left, cx), min(top, cy), max(right, cx + 1), max(bottom, cy + 1)
+            for ny in (cy - 1, cy, cy + 1):
+                for nx in (cx - 1, cx, cx + 1):
+                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        boxes.append([int(left), int(top), int(right), int(bottom)])
+    return sorted(boxes, key=lambda box: (box[1], box[0]))
+
+
+def test_mask_boxes_equal_a_flood_fill_on_random_masks():
+    """Masks with empty rows and columns between regions (what a token's mask on a page looks like), and dense ones."""
+    from tokenocr.processing.visualization_tokenocr import mask_to_boxes
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        mask = rng.random((50, 70)) > rng.uniform(0.5, 0.97)
+        mask[rng.integers(0, 50, 12)] = False
+        mask[:, rng.integers(0, 70, 6)] = False
+        assert mask_to_boxes(mask) == _flood_fill_boxes(mask)
