@@ -21,7 +21,7 @@ import argparse
 import math
 import sys
 
-from .constants import DTYPE_NAMES, TRAINING_POLICIES
+from .constants import DTYPE_NAMES, TRAINING_DEFAULTS, TRAINING_POLICIES
 from .loading import MODEL_HELP
 from .outputs import interrupt_on_termination, printable, was_interrupted
 from .processing.settings_tokenocr import (
@@ -221,14 +221,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=_positive_int, default=-1, metavar="N",
                         help="stop after N optimizer steps (overrides --epochs)")
     parser.add_argument("--batch-size", type=_at_most(_positive_int, MAX_TRAIN_BATCH_SIZE, "a positive integer"),
-                        default=8, metavar="N",
-                        help=f"pages per device and step, at most {MAX_TRAIN_BATCH_SIZE} (default: 8)")
+                        default=TRAINING_DEFAULTS["per_device_train_batch_size"], metavar="N",
+                        help=f"pages per device and step, at most {MAX_TRAIN_BATCH_SIZE} (default: %(default)s)")
     parser.add_argument("--gradient-accumulation", type=_positive_int, default=1, metavar="N", help="micro-batches per step")
-    parser.add_argument("--learning-rate", type=_learning_rate, default=5e-4, metavar="LR",
-                        help=f"base learning rate, above 0 and at most {MAX_LEARNING_RATE:g} (default: 5e-4)")
-    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.05, help="AdamW weight decay (default: 0.05)")
-    parser.add_argument("--warmup", type=_non_negative_float, default=0.03,
-                        help="warm-up: steps (>= 1) or a fraction of training (< 1); a cosine decay follows (default: 0.03)")
+    parser.add_argument("--learning-rate", type=_learning_rate, default=TRAINING_DEFAULTS["learning_rate"], metavar="LR",
+                        help=f"base learning rate, above 0 and at most {MAX_LEARNING_RATE:g} (default: %(default)g)")
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=TRAINING_DEFAULTS["weight_decay"],
+                        help="AdamW weight decay (default: %(default)g)")
+    parser.add_argument("--warmup", type=_non_negative_float, default=TRAINING_DEFAULTS["warmup_steps"],
+                        help="warm-up: steps (>= 1) or a fraction of training (< 1); a cosine decay follows "
+                        "(default: %(default)g)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bfloat16 mixed precision (default: on where the GPU supports it)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass")
@@ -248,8 +250,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loss_seg's logit is SCALE * cosine + BIAS (default: 10 -5)")
     parser.add_argument("--learn-seg-temperature", action="store_true",
                         help="train loss_seg's scale and bias, starting from --seg-temperature")
-    parser.add_argument("--save-steps", type=_positive_int, default=500, metavar="N", help="checkpoint every N steps (default: 500)")
-    parser.add_argument("--logging-steps", type=_positive_int, default=10, metavar="N", help="log every N steps (default: 10)")
+    parser.add_argument("--save-steps", type=_positive_int, default=TRAINING_DEFAULTS["save_steps"], metavar="N",
+                        help="checkpoint every N steps (default: %(default)s)")
+    parser.add_argument("--logging-steps", type=_positive_int, default=TRAINING_DEFAULTS["logging_steps"], metavar="N",
+                        help="log every N steps (default: %(default)s)")
     parser.add_argument("--num-workers", type=_at_most(_non_negative_int, MAX_NUM_WORKERS, "a non-negative integer"),
                         default=2, metavar="N", help=f"data-loading processes, at most {MAX_NUM_WORKERS} (default: 2)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")

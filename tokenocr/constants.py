@@ -25,3 +25,14 @@ ORIGINAL_FIXED_LOGIT_BIAS = -8.9375
 
 # What `tokenocr train` may train (see tokenocr.training.train.apply_training_policy).
 TRAINING_POLICIES = ("original", "vision", "all")
+
+# Training defaults of ours (the authors did not publish their base rate or schedule): `tokenocr train`'s options and
+# `tokenocr.training.train.default_training_arguments` both start from these, as `TrainingArguments` names them.
+TRAINING_DEFAULTS = {
+    "learning_rate": 5e-4,
+    "weight_decay": 0.05,
+    "warmup_steps": 0.03,  # a fraction of training when below 1
+    "per_device_train_batch_size": 8,
+    "logging_steps": 10,
+    "save_steps": 500,
+}

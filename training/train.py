@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ..constants import TRAINING_DEFAULTS
 from ..constants import TRAINING_POLICIES as POLICIES
 from ..modeling import TokenOCRForTokenAlignment, TokenOCRModel
 from ..modeling.modeling_tokenocr import LOSS_COMPONENTS
@@ -153,22 +154,18 @@ def alignment_model(model, **loss_settings) -> TokenOCRForTokenAlignment:
 
 def default_training_arguments(output_dir, **overrides) -> TrainingArguments:
     """
-    Default settings (AdamW, learning rate 5e-4, cosine schedule with warm-up, weight decay 0.05, bf16 where the
-    hardware has it: our assumptions, as the authors did not publish their base rate or schedule) plus what token-mask batches need (`remove_unused_columns=False`); `overrides` are
+    Default settings (`constants.TRAINING_DEFAULTS`: AdamW at learning rate 5e-4, weight decay 0.05, a cosine schedule
+    with warm-up; bf16 where the hardware has it: our assumptions, as the authors did not publish their base rate or
+    schedule) plus what token-mask batches need (`remove_unused_columns=False`); `overrides` are
     any other `TrainingArguments`.
     """
     settings = {
         "output_dir": str(output_dir),
-        "learning_rate": 5e-4,
-        "weight_decay": 0.05,
+        **TRAINING_DEFAULTS,
         "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.03,
         "optim": "adamw_torch",
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         "dataloader_pin_memory": torch.cuda.is_available(),  # pinning is for copies to a GPU
-        "per_device_train_batch_size": 8,
-        "logging_steps": 10,
-        "save_steps": 500,
         "save_total_limit": 2,
         "remove_unused_columns": False,
         "prediction_loss_only": True,
