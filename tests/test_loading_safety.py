@@ -152,3 +152,32 @@ def test_non_finite_weights_are_refused_at_load_time(model_copy, tmp_path, capsy
 def test_a_sound_folder_still_loads(model_copy):
     model, processor = load_model_and_processor(str(model_copy))
     assert all(torch.isfinite(p).all() for p in model.parameters()) and processor.tokenizer("Invoice")["input_ids"]
+
+
+@pytest.mark.parametrize("named_type", ["TokenOCRImageProcessor", "GotOcr2ImageProcessor"])
+def test_trust_remote_code_never_runs_a_tokenocr_folders_image_processor_code(model_copy, tmp_path, named_type):
+    """The same promise for the image processor: an `auto_map` for AutoImageProcessor in preprocessor_config.json
+    (with the type named as ours or as one of transformers' own) runs nothing; the installed class is used."""
+    from transformers import AutoProcessor, pipeline
+
+    sentinel = tmp_path / "image-processor-code-ran"
+    (model_copy / "planted_image_processing.py").write_text(
+        "from pathlib import Path\n"
+        f"Path({str(sentinel)!r}).write_text('the folder image processor code ran')\n"
+        "from transformers import GotOcr2ImageProcessor\n\n\n"
+        "class PlantedImageProcessor(GotOcr2ImageProcessor):\n"
+        "    pass\n"
+    )
+    edit_json(model_copy / "preprocessor_config.json", lambda config: config.update(
+        image_processor_type=named_type,
+        auto_map={"AutoImageProcessor": "planted_image_processing.PlantedImageProcessor"}))
+    ways = {
+        "load_model_and_processor": lambda: load_model_and_processor(str(model_copy), trust_remote_code=True)[1],
+        "load_pipeline": lambda: load_pipeline(str(model_copy), trust_remote_code=True).processor,
+        "pipeline": lambda: pipeline("token-similarity", model=str(model_copy), trust_remote_code=True).processor,
+        "AutoProcessor": lambda: AutoProcessor.from_pretrained(str(model_copy), trust_remote_code=True),
+    }
+    for way, load in ways.items():
+        image_processor = load().image_processor
+        assert not sentinel.exists(), way
+        assert type(image_processor).__module__ == "tokenocr.processing.image_processing_tokenocr", way
