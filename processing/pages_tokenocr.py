@@ -271,7 +271,9 @@ def _pdf_pages(source, name: str, pages, dpi, max_pixels: int, skip_errors: bool
             if not skip_errors:
                 yield None, None, error
                 return
-            numbers = [number for first, last in parse_pages(pages) for number in range(first, (last or count) + 1)]
+            # each selected page on its own: past the end, an open range ('10-') stands for its first page
+            numbers = [number for first, last in parse_pages(pages)
+                       for number in range(first, (last if last is not None else max(first, count)) + 1)]
         for number in numbers:
             if number > count:
                 yield number, None, ValueError(f"PDF {name} has {count} pages; page {number} was asked for.")

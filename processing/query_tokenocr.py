@@ -31,10 +31,13 @@ MAX_QUERY_BOXES = 20  # most boxes one query gets on one image
 def token_layout(texts: list[str]) -> list[tuple[int, float, float]]:
     """
     `(token index, centre, length)` in characters of each visible token of a query, in reading order; a token's
-    leading whitespace counts as one character of gap (between words); whitespace-only tokens are left out.
+    leading whitespace counts as one character of gap (between words); whitespace-only tokens are left out, and so
+    are empty ones (a byte token holding part of a character, whose character the next token shows: no gap).
     """
     layout, position = [], 0.0
     for index, text in enumerate(texts):
+        if text == "":
+            continue
         visible = text.strip()
         if not visible:
             position += 1.0 if layout else 0.0

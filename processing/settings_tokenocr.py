@@ -181,9 +181,10 @@ def selected_pdf_pages(count: int, pages: str | None, name: str) -> list[int]:
         ValueError: a selected page past the end (the message names the PDF and its page count).
     """
     numbers = []
-    for first, last in parse_pages(pages) or [(1, None)]:
-        last = count if last is None else last
+    for first, given_last in parse_pages(pages) or [(1, None)]:
+        last = count if given_last is None else given_last
         if first > count or last > count:
-            raise ValueError(f"PDF {name} has {count} pages; pages {first}-{last} were asked for.")
+            asked = f"{first}-" if given_last is None else f"{first}-{given_last}"
+            raise ValueError(f"PDF {name} has {count} pages; pages {asked} were asked for.")
         numbers.extend(range(first, last + 1))
     return numbers

@@ -159,3 +159,11 @@ def test_an_image_url_is_read_within_a_size_and_a_time_bound(monkeypatch):
 def test_the_page_dataclass_names_its_page():
     assert Page(None, 0, 3, "'r.pdf'").label == "'r.pdf' page 3"
     assert Page(None, 0, None, "images[0]").label == "images[0]"
+
+
+def test_an_open_range_past_the_end_is_an_error_page_too(tmp_path):
+    pdf = make_pdf(tmp_path / "two.pdf", [colour_page((0, 0, 0))] * 2)
+    with pytest.raises(ValueError, match="has 2 pages; pages 10- were asked for"):
+        list(read_pages([pdf], "10-", 72))
+    pages = list(read_pages([pdf], "10-", 72, skip_errors=True))
+    assert [(page.number, page.image) for page in pages] == [(10, None)] and "has 2 pages" in str(pages[0].error)

@@ -103,3 +103,12 @@ def test_the_pipeline_and_the_processor_give_one_result_per_query():
             similarity, inputs["input_ids"], inputs["grid_cols_rows"], inputs["image_sizes"], inputs["num_tiles"],
             images=images, level="query", queries=["Invoice"])
         assert result["query"] == "Invoice" and result["heatmap"].size == image.size
+
+
+def test_a_character_cut_into_byte_tokens_takes_no_gap():
+    """A byte-fallback tokenizer shows the bytes before a character's last as '' (the last one shows the character):
+    they stand for no text, so the tokens after them keep their places."""
+    from tokenocr.processing.query_tokenocr import token_layout
+
+    assert token_layout([" ", "a", "", "€", "b"]) == [(1, 0.5, 1.0), (3, 1.5, 1.0), (4, 2.5, 1.0)]
+    assert token_layout(["5", "", "", "€"]) == [(0, 0.5, 1.0), (3, 1.5, 1.0)]  # as "5€": no space between

@@ -399,7 +399,7 @@ def test_resume_reads_lines_with_a_bound(tmp_path, monkeypatch):
     assert peak < 16 << 20, peak
 
 
-@pytest.mark.parametrize("torn", [b'{', b'{"image": "/a/b.png", "pa', '{"image": "/a/€'.encode()[:-1],
+@pytest.mark.parametrize("torn", [b'{"image": "/a/b.png", "pa', '{"image": "/a/€'.encode()[:-1],
                                   b'{"image": "a.png", "page": null, "query": "x", "relevance": 0.5, "tokens": []}'])
 @pytest.mark.parametrize("after_lines", [0, 2])
 def test_resume_cuts_a_torn_last_line_of_ours_even_the_first(tmp_path, torn, after_lines):
@@ -414,7 +414,24 @@ def test_resume_cuts_a_torn_last_line_of_ours_even_the_first(tmp_path, torn, aft
     assert seen == ({("a.png", None): {"x"}} if after_lines else {})
 
 
-@pytest.mark.parametrize("content", [b'{"image": "a.png", "other": 1}', b'{"image": "a\xff', b'{"k": 1', b"[1, 2"])
+def test_a_short_torn_line_is_cut_only_after_lines_of_ours(tmp_path):
+    """`{` alone could begin a line of ours, but a file holding only that is somebody else's: never cut."""
+    from tokenocr.commands.search import _encoded, read_earlier_output
+    from tokenocr.outputs import OutputError
+
+    line = _encoded({"image": "a.png", "page": None, "query": "x", "relevance": 0.5, "box": None, "box_score": None,
+                     "tokens": []})
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(line + b'{')
+    assert read_earlier_output(path)[1] == len(line)
+    for content in (b'{', b'{"image": '):
+        path.write_bytes(content)
+        with pytest.raises(OutputError, match="not an earlier output"):
+            read_earlier_output(path)
+
+
+@pytest.mark.parametrize("content", [b'{"image": "a.png", "other": 1}', b'{"image": "a\xff', b'{"k": 1', b"[1, 2",
+                                     b'{"image": "a.png", "labels": [1, 2', b'{"image": 17, "page"'])
 def test_resume_still_refuses_an_unterminated_line_that_is_not_ours(tmp_path, content):
     from tokenocr.commands.search import read_earlier_output
     from tokenocr.outputs import OutputError

@@ -150,8 +150,25 @@ def _is_torn_line(raw: bytes) -> bool:
     try:
         line = json.loads(text)
     except ValueError:
-        return True
+        return _begins_like_ours(text)
     return _is_output_line(line)  # a whole line of ours that lost only its newline (it is scored again)
+
+
+def _begins_like_ours(text: str) -> bool:
+    """Whether `text` is a beginning of `{"image": "<name>", "page": ...`, as every line of ours begins: once the
+    name is whole, what follows it must be (a beginning of) `, "page": `."""
+    head = LINE_START.decode()
+    if len(text) <= len(head):
+        return head.startswith(text)
+    rest = text[len(head):]
+    if not rest.startswith('"'):
+        return False
+    try:
+        _, end = json.JSONDecoder().raw_decode(rest)
+    except ValueError:
+        return True  # the name itself was cut
+    after, follows = rest[end:], ', "page": '
+    return after.startswith(follows) or follows.startswith(after)
 
 
 def read_earlier_output(path: Path) -> tuple[dict, int, int]:
@@ -168,7 +185,9 @@ def read_earlier_output(path: Path) -> tuple[dict, int, int]:
             if len(raw) > MAX_LINE_BYTES:  # longer than any line of ours: not read further
                 raise foreign
             if not raw.endswith(b"\n"):
-                if not _is_torn_line(raw):
+                # Without a complete line of ours before it, only a torn line that holds at least the beginning of
+                # its image name is cut: a file of a few bytes that merely could be one is somebody else's.
+                if not _is_torn_line(raw) or (not seen and not raw.startswith(LINE_START + b'"')):
                     raise foreign
                 break
             try:
