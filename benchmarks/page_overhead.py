@@ -220,6 +220,63 @@ def profile_port(finder, page, queries, tiles) -> None:
     print(out.getvalue())
 
 
+def compare_with_bare(args, dtype) -> None:
+    """The port against the bare computation in this process (and, with --profile, where a port call goes)."""
+    tokenocr, model, processor, finder, page, queries = setup(args.device, dtype, args.threads)
+    print(f"tokenocr from {tokenocr.__file__}", flush=True)
+    bare = make_bare(model, processor, page, queries, args.tiles, args.device, args.bare_chunk)
+    stages = instrument(finder)
+    if not args.skip_bare:
+        port_call(finder, page, queries, args.tiles)  # warm-ups
+        bare()
+        port_runs, bare_runs = [], []
+        for _ in range(args.repeats):  # A/B/A/B
+            port_runs.append(timed_port(finder, stages, page, queries, args.tiles))
+            bare_runs.append(timed(bare))
+            print(f"  port {port_runs[-1]['wall']:7.2f} s (cpu {port_runs[-1]['cpu']:6.1f})   "
+                  f"bare {bare_runs[-1]['wall']:7.2f} s (cpu {bare_runs[-1]['cpu']:6.1f})   "
+                  f"port: preprocess {port_runs[-1]['preprocess']:.2f}, forward {port_runs[-1]['forward']:.2f}, "
+                  f"postprocess {port_runs[-1]['postprocess']:.2f}, other {port_runs[-1]['other']:.2f}",
+                  flush=True)
+        print(f"port: {summary(port_runs)}; bare: {summary(bare_runs)}")
+        for key in ("wall", "cpu"):
+            medians = [statistics.median(run[key] for run in runs) for runs in (port_runs, bare_runs)]
+            minima = [min(run[key] for run in runs) for runs in (port_runs, bare_runs)]
+            pairs = statistics.median(p[key] / b[key] for p, b in zip(port_runs, bare_runs))
+            print(f"port / bare ({key}): of medians {medians[0] / medians[1]:.3f}, of minima "
+                  f"{minima[0] / minima[1]:.3f}, median of adjacent pairs {pairs:.3f}")
+        print(f"port stages: {stage_line(port_runs)}", flush=True)
+    if args.profile:
+        profile_port(finder, page, queries, args.tiles)
+
+
+def compare_with_previous(args) -> None:
+    """The port under the current code and under --previous, each in its own process, alternating."""
+    previous = str(Path(args.previous).resolve())
+    runs = {"current": [], "previous": []}
+    pair_ratios = []
+    for round_ in range(args.rounds):  # A/B/A/B, each in its own process
+        for name, path in (("current", None), ("previous", previous)):
+            result = run_worker(args, path)
+            origin = Path(result["tokenocr"]).resolve()
+            if (name == "previous") != (Path(previous) in origin.parents):
+                raise RuntimeError(f"{name} run imported tokenocr from {origin}")
+            runs[name] += result["runs"]
+            print(f"  round {round_ + 1} {name:8s} ({origin.parent}): "
+                  + ", ".join(f"{run['wall']:.2f}" for run in result["runs"]) + " s; "
+                  + stage_line(result["runs"]), flush=True)
+        pair_ratios += [c["wall"] / p["wall"] for c, p in zip(runs["current"][-args.repeats:],
+                                                             runs["previous"][-args.repeats:])]
+    for name, values in runs.items():
+        print(f"{name}: {summary(values)}; cpu {summary(values, 'cpu')}; {stage_line(values)}")
+    for key in ("wall", "cpu"):
+        medians = [statistics.median(run[key] for run in runs[name]) for name in ("current", "previous")]
+        minima = [min(run[key] for run in runs[name]) for name in ("current", "previous")]
+        print(f"current / previous ({key}): of medians {medians[0] / medians[1]:.3f}, of minima "
+              f"{minima[0] / minima[1]:.3f}")
+    print(f"current / previous (wall), median of paired calls: {statistics.median(pair_ratios):.3f}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -244,58 +301,9 @@ def main(argv=None):
               f"{args.bare_chunk or 'whole tile'}")
     print(header, flush=True)
     if not args.skip_bare or args.profile:
-        tokenocr, model, processor, finder, page, queries = setup(args.device, dtype, args.threads)
-        print(f"tokenocr from {tokenocr.__file__}", flush=True)
-        bare = make_bare(model, processor, page, queries, args.tiles, args.device, args.bare_chunk)
-        stages = instrument(finder)
-        if not args.skip_bare:
-            port_call(finder, page, queries, args.tiles)  # warm-ups
-            bare()
-            port_runs, bare_runs = [], []
-            for _ in range(args.repeats):  # A/B/A/B
-                port_runs.append(timed_port(finder, stages, page, queries, args.tiles))
-                bare_runs.append(timed(bare))
-                print(f"  port {port_runs[-1]['wall']:7.2f} s (cpu {port_runs[-1]['cpu']:6.1f})   "
-                      f"bare {bare_runs[-1]['wall']:7.2f} s (cpu {bare_runs[-1]['cpu']:6.1f})   "
-                      f"port: preprocess {port_runs[-1]['preprocess']:.2f}, forward {port_runs[-1]['forward']:.2f}, "
-                      f"postprocess {port_runs[-1]['postprocess']:.2f}, other {port_runs[-1]['other']:.2f}",
-                      flush=True)
-            print(f"port: {summary(port_runs)}; bare: {summary(bare_runs)}")
-            for key in ("wall", "cpu"):
-                medians = [statistics.median(run[key] for run in runs) for runs in (port_runs, bare_runs)]
-                minima = [min(run[key] for run in runs) for runs in (port_runs, bare_runs)]
-                pairs = statistics.median(p[key] / b[key] for p, b in zip(port_runs, bare_runs))
-                print(f"port / bare ({key}): of medians {medians[0] / medians[1]:.3f}, of minima "
-                      f"{minima[0] / minima[1]:.3f}, median of adjacent pairs {pairs:.3f}")
-            print(f"port stages: {stage_line(port_runs)}", flush=True)
-        if args.profile:
-            profile_port(finder, page, queries, args.tiles)
-        del model, processor, finder, bare
-
+        compare_with_bare(args, dtype)
     if args.previous:
-        previous = str(Path(args.previous).resolve())
-        runs = {"current": [], "previous": []}
-        pair_ratios = []
-        for round_ in range(args.rounds):  # A/B/A/B, each in its own process
-            for name, path in (("current", None), ("previous", previous)):
-                result = run_worker(args, path)
-                origin = Path(result["tokenocr"]).resolve()
-                if (name == "previous") != (Path(previous) in origin.parents):
-                    raise RuntimeError(f"{name} run imported tokenocr from {origin}")
-                runs[name] += result["runs"]
-                print(f"  round {round_ + 1} {name:8s} ({origin.parent}): "
-                      + ", ".join(f"{run['wall']:.2f}" for run in result["runs"]) + " s; "
-                      + stage_line(result["runs"]), flush=True)
-            pair_ratios += [c["wall"] / p["wall"] for c, p in zip(runs["current"][-args.repeats:],
-                                                                 runs["previous"][-args.repeats:])]
-        for name, values in runs.items():
-            print(f"{name}: {summary(values)}; cpu {summary(values, 'cpu')}; {stage_line(values)}")
-        for key in ("wall", "cpu"):
-            medians = [statistics.median(run[key] for run in runs[name]) for name in ("current", "previous")]
-            minima = [min(run[key] for run in runs[name]) for name in ("current", "previous")]
-            print(f"current / previous ({key}): of medians {medians[0] / medians[1]:.3f}, of minima "
-                  f"{minima[0] / minima[1]:.3f}")
-        print(f"current / previous (wall), median of paired calls: {statistics.median(pair_ratios):.3f}", flush=True)
+        compare_with_previous(args)
 
 
 if __name__ == "__main__":
