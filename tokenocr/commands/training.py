@@ -251,10 +251,36 @@ def run_train(args) -> str:
 
 def _train(args, output: Path, checkpoint: Path | None, main: bool) -> str:
     """`run_train` once --output is there: load, train (or not, for a finished training), write the model."""
+    from ..training.train import load_checkpoint_weights, planned_steps
+
+    trainer, processor, eval_dataset = _build_trainer(args, output)
+    # A finished training (its checkpoint at the last planned step) is never trained further: Trainer would run one
+    # more step where the run ended inside an epoch, and replace the model.
+    planned = planned_steps(trainer)
+    done = checkpoint_step(checkpoint) if checkpoint is not None else 0
+    finished = checkpoint is not None and done >= planned
+    nothing = finished and _nothing_to_do(output, checkpoint, planned)
+    if nothing:
+        return nothing
+    if finished:  # its final model was not written (the run was cut short while writing it): write it now
+        load_checkpoint_weights(trainer, checkpoint)
+    else:
+        trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
+    threshold, evaluation = _threshold_and_figures(trainer, processor, eval_dataset)
+    if main:
+        finish_train_output(trainer, processor, output, threshold, evaluation)
+    if finished:
+        return (f"the training in {output} had finished at step {done}: wrote its model from {checkpoint.name}; "
+                "nothing more was trained")
+    return f"trained model in {output}"
+
+
+def _build_trainer(args, output: Path):
+    """`(trainer, processor, eval_dataset)`: the data and model loaded and checked, the Trainer set up from `args`."""
     from ..loading import load_model_and_processor
     from ..modeling.modeling_tokenocr import LOSS_COMPONENTS
     from ..training.data import check_token_ids, load_token_mask_dataset
-    from ..training.train import build_trainer, default_training_arguments, load_checkpoint_weights, planned_steps
+    from ..training.train import build_trainer, default_training_arguments
 
     train_dataset = load_token_mask_dataset(args.data)
     eval_dataset = load_token_mask_dataset(args.eval_data) if args.eval_data else None
@@ -284,18 +310,12 @@ def _train(args, output: Path, checkpoint: Path | None, main: bool) -> str:
         seg_logit_scale=args.seg_temperature[0], seg_logit_bias=args.seg_temperature[1],
         learn_seg_temperature=args.learn_seg_temperature,
     )
-    # A finished training (its checkpoint at the last planned step) is never trained further: Trainer would run one
-    # more step where the run ended inside an epoch, and replace the model.
-    planned = planned_steps(trainer)
-    done = checkpoint_step(checkpoint) if checkpoint is not None else 0
-    finished = checkpoint is not None and done >= planned
-    nothing = finished and _nothing_to_do(output, checkpoint, planned)
-    if nothing:
-        return nothing
-    if finished:  # its final model was not written (the run was cut short while writing it): write it now
-        load_checkpoint_weights(trainer, checkpoint)
-    else:
-        trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
+    return trainer, processor, eval_dataset
+
+
+def _threshold_and_figures(trainer, processor, eval_dataset) -> tuple:
+    """`(threshold, evaluation text)` of the trained model on `--eval-data` (the mask threshold it chooses, then the
+    figures at it); `(None, None)` without evaluation pages or without supervised tokens on them."""
     threshold = evaluation = None
     if eval_dataset is not None:  # the model's mask threshold, chosen on the evaluation pages, and their figures
         from ..training.evaluate import evaluate_model, figures_table
@@ -308,12 +328,7 @@ def _train(args, output: Path, checkpoint: Path | None, main: bool) -> str:
             evaluation = (f"On the {result.pages} pages of `--eval-data` (which also chose the threshold "
                           f"{threshold:g}, so these are not held-out figures):\n\n"
                           + figures_table({"trained": result.to_dict()}))
-    if main:
-        finish_train_output(trainer, processor, output, threshold, evaluation)
-    if finished:
-        return (f"the training in {output} had finished at step {done}: wrote its model from {checkpoint.name}; "
-                "nothing more was trained")
-    return f"trained model in {output}"
+    return threshold, evaluation
 
 
 def run_evaluate(args):
