@@ -94,7 +94,7 @@ def is_untrained(spec: str) -> bool:
 
 
 def model_threshold(spec: str) -> float:
-    """The mask threshold stored with a local model folder (`preprocessor_config.json`), else the original's 0.2."""
+    """The mask threshold stored with a local model folder (`preprocessor_config.json`), else the default 0.2."""
     try:
         stored = json.loads((resolve_path(spec) / "preprocessor_config.json").read_text(encoding="utf-8"))
         value = float(stored.get("mask_threshold", DEFAULT_THRESHOLD))

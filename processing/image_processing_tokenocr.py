@@ -120,7 +120,7 @@ class TokenOCRImageProcessor(GotOcr2ImageProcessorPil):
             `4 * ceil(side / feature_stride)` per side. It must match the model's `config.resnet_stride`.
         mask_threshold (`float`, *optional*, defaults to 0.2): the model's mask threshold on the cosine similarity,
             the default of the pipeline, the command line and the demo for this model. The released models keep
-            the original's 0.2; a trained model stores the threshold chosen on its validation pages.
+            our default 0.2; a trained model stores the threshold chosen on its validation pages.
         resample, image_mean, image_std: as in transformers' image processors (bicubic, ImageNet mean and std).
     """
 

@@ -82,7 +82,7 @@ class TokenSimilarityPipeline(ChunkPipeline):
     ([`relevance_score`]: the best value of the query's map) as dicts `{"image_index", "relevance", "tokens"}`.
 
     Other arguments: `threshold` (mask threshold on the cosine similarity, default the model's own `image_processor.mask_threshold`:
-    0.2, the original's, for the released models),
+    0.2, our default, for the released models),
     `max_tiles`/`min_tiles` (tiling limits), `pages` (`"1-3,7"`) and `dpi` for PDFs, and transformers' usual
     `batch_size` (tiles per vision-tower forward, default 4; tiles of consecutive images share a forward). The vision
     tower runs once per tile whatever the number of queries, thumbnails are not computed, and the projector and the

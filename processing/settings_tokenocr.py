@@ -9,7 +9,9 @@ import math
 import re
 
 
-# The original's threshold for turning a similarity map into a text mask (on the raw cosine similarity).
+# The default threshold for turning a similarity map into a text mask (on the raw cosine similarity): our choice for
+# the released models, which store no threshold of their own; a trained model stores the one chosen on its validation
+# pages.
 DEFAULT_THRESHOLD = 0.2
 
 # Tiles per vision-tower forward in the pipeline (its `batch_size`) when the caller does not choose.

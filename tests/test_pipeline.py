@@ -372,7 +372,8 @@ def test_batch_size_is_bounded_where_it_is_given():
 
 
 def test_tokens_holding_part_of_a_character_show_the_query_s_own_text():
-    """The original's tokenizer has byte fallback: '€' is three byte tokens, each of which decodes alone to U+FFFD;
+    """The tiny_seg fixture's tokenizer (an original checkpoint's, converted) has byte fallback: '€' is three byte
+    tokens, each of which decodes alone to U+FFFD (the first assertion checks it);
     every result shows the query's characters instead (the token that completes '€' shows it)."""
     model, processor = load_case(Case("tiny_seg"))
     finder = TokenSimilarityPipeline(model=model, processor=processor, task="token-similarity")
