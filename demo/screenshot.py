@@ -271,6 +271,19 @@ def capture(url: str, executable: str, example: Path, query: str, out: Path, siz
     return status
 
 
+def check_out(out: Path) -> None:
+    """`--out` may be new, or a PNG picture (an earlier screenshot): anything else is somebody's file, never replaced."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    try:
+        with open(out, "rb") as file:
+            is_png = out.is_file() and not out.is_symlink() and file.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        is_png = False
+    if not is_png:
+        raise ScreenshotError(f"--out '{out}' exists and is not a PNG picture; choose another file")
+
+
 def shrink(path: Path) -> None:
     """Re-save as a palette PNG (Pillow is the package's own dependency; without it the browser's PNG stays)."""
     try:
@@ -279,7 +292,7 @@ def shrink(path: Path) -> None:
         return
     with Image.open(path) as image:
         small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
+    small.save(path, format="PNG", optimize=True)
 
 
 # ------------------------------------------------------------------------------------------------------- command line
@@ -323,22 +336,26 @@ def main(argv=None) -> int:
     try:
         if not example.is_file():
             raise ScreenshotError(f"no page image at '{example}'")
+        check_out(out)
         browser = find_browser(args.browser)
         out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")  # written whole, then renamed over --out
         with tempfile.TemporaryFile() as log:
             try:
                 url = args.url
                 if url is None:
                     process, url = start_app(app_arguments, args.port, log)
-                status = capture(url, browser, example, args.query, out, args.size)
+                status = capture(url, browser, example, args.query, partial, args.size)
+                shrink(partial)
+                os.replace(partial, out)
             finally:
                 stop(process)
+                partial.unlink(missing_ok=True)
     except ScreenshotError as error:
         print(f"screenshot: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    shrink(out)
     print(f"screenshot: {status}")
     print(f"screenshot: wrote {out} ({out.stat().st_size // 1024} KiB)")
     return 0
