@@ -383,7 +383,7 @@ def page_numbers(source, pages: str | None = None, name: str | None = None) -> l
         return None
     location = os.fsdecode(source)
     if not os.path.exists(location):
-        raise FileNotFoundError(f"Image file {name} does not exist.")
+        raise FileNotFoundError(f"{name} does not exist.")
     if os.path.isdir(location):
         raise ValueError(f"{name} is a folder; give image or PDF files.")
     if not stat.S_ISREG(os.stat(location).st_mode):
